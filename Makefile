@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each builds .venv first if it is missing.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# A Python 3.12: on PATH, else pyenv's newest 3.12 (pyenv shims are not on a non-login PATH).
+PYTHON312 ?= $(shell command -v python3.12 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | sort -V | tail -n1)
+EXTRAS := dev,audio,vision,robot,cluster
+
+.PHONY: setup demo test bench lint clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@if [ -z "$(PYTHON312)" ]; then echo "error: no Python 3.12 found; install it (e.g. pyenv install 3.12) or set PYTHON312=/path/to/python3.12" >&2; exit 1; fi
+	@[ -x $(PY) ] || $(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# every extra in ONE resolve: lerobot pins torch<2.12 and packaging<26, which must hold for all of them
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/unmask models
+	$(VENV)/bin/unmask generate --model tiny-text --gen-length 32 \
+	  --prompt "47+385=" --prompt "sort: 9 2 7 4 1" --prompt "reverse: d o g s" \
+	  --prompt "Mia has 12 pens and gets 7 more. How many pens does Mia have?" \
+	  --prompt "Tell a story about Leo the fox, a red kite and the hill."
+	$(VENV)/bin/unmask generate --model tiny-text --policy threshold --threshold 0.9 --gen-length 32 \
+	  --prompt "47+385=" --prompt "sort: 9 2 7 4 1" --prompt "reverse: d o g s"
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(VENV)/bin/unmask eval text --model tiny-text --policy low_confidence,random,margin,entropy,threshold \
+	  --gen-length 32 --n-per-task 50 --json
+
+lint: setup
+	$(VENV)/bin/ruff check src tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,153 @@
+"""``unmask`` command line: generate, models, eval, train."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="tiny-text", help="shipped model name or local HF-layout directory")
+    p.add_argument("--policy", default="low_confidence", help="unmasking policy (see `unmask policies`)")
+    p.add_argument("--threshold", type=float, default=None, help="confidence threshold (policy 'threshold')")
+    p.add_argument("--gen-length", type=int, default=32)
+    p.add_argument("--block-length", type=int, default=None)
+    p.add_argument("--steps", type=int, default=None, help="step budget over the canvas (default: gen length)")
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-chat-template", action="store_true", help="feed prompts raw")
+
+
+def _policy(args: argparse.Namespace):
+    from .decoders import build_policy
+
+    cfg = {} if args.threshold is None else {"threshold": args.threshold}
+    return build_policy(args.policy, cfg)
+
+
+def _params(args: argparse.Namespace):
+    from .decoders import SamplingParams
+
+    return SamplingParams(gen_length=args.gen_length, block_length=args.block_length, steps=args.steps,
+                          temperature=args.temperature, seed=args.seed)
+
+
+def _generator(args: argparse.Namespace):
+    from .pipelines.generate import TextGenerator
+
+    return TextGenerator.from_pretrained(args.model, dtype=args.dtype, device=args.device,
+                                         use_chat_template=not args.no_chat_template)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        with open(args.prompts_file) as f:
+            prompts += [line.rstrip("\n") for line in f if line.strip()]
+    if not prompts:
+        raise SystemExit("give at least one --prompt or a --prompts-file")
+    policy, params = _policy(args), _params(args)
+    outs = _generator(args).generate(prompts, params, policy)
+    for o in outs:
+        if args.json:
+            print(json.dumps({"prompt": o.prompt, "text": o.text, "nfe": o.nfe, "timings": o.timings}))
+        else:
+            print(f"> {o.prompt}\n{o.text}\n  [nfe={o.nfe}, {params.gen_length / o.nfe:.2f} tokens/forward]")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .pipelines.eval_text import evaluate
+
+    gen = _generator(args)
+    params = _params(args)
+    policies = args.policy.split(",")
+    results = []
+    for name in policies:
+        args.policy = name
+        r = evaluate(gen, params, _policy(args), n_per_task=args.n_per_task, batch_size=args.batch_size,
+                     progress=not args.json)
+        results.append({"policy": name, **r})
+        if not args.json:
+            tasks = "  ".join(f"{k}={v:.2f}" for k, v in r["per_task"].items())
+            print(f"{name:>15}: exact-match {r['accuracy']:.3f}  nfe {r['nfe']:.1f}  tpf {r['tpf']:.2f}  "
+                  f"({r['wall_s']:.1f}s)\n{'':>17}{tasks}")
+    if args.json:
+        print(json.dumps({"model": args.model, "gen_length": params.gen_length, "block_length": params.block_length,
+                          "steps": params.steps, "results": results}, indent=2))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .core.checkpoint import read_config
+    from .core.models import directory_size, shipped_models
+
+    for name, path in shipped_models().items():
+        raw = read_config(path)
+        print(f"{name:<12} {raw.get('model_type', '?'):<8} {directory_size(path) / 1e6:6.1f} MB  {path}")
+    return 0
+
+
+def cmd_policies(args: argparse.Namespace) -> int:
+    from .decoders import POLICIES
+
+    for name in POLICIES.names():
+        cls = POLICIES.get(name)
+        print(f"{name:<16} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.what == "text":
+        from .train.text import main as train_text
+
+        overrides = {"out_dir": args.out} if args.out else {}
+        if args.steps:
+            overrides["steps"] = args.steps
+        print(train_text(args.config or "configs/train_text.yaml", overrides))
+        return 0
+    raise SystemExit(f"unknown training recipe {args.what!r}; known: text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="unmask", description="masked-diffusion language models, one decoding core")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate", help="generate text from prompts")
+    _sampling_args(g)
+    g.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    g.add_argument("--prompts-file", default=None, help="file with one prompt per line")
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(fn=cmd_generate)
+    e = sub.add_parser("eval", help="held-out exact-match of a text model on the generated tasks")
+    e.add_argument("what", choices=["text"])
+    _sampling_args(e)
+    e.add_argument("--n-per-task", type=int, default=50)
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(fn=cmd_eval)
+    sub.add_parser("models", help="list shipped models").set_defaults(fn=cmd_models)
+    sub.add_parser("policies", help="list unmasking policies").set_defaults(fn=cmd_policies)
+    t = sub.add_parser("train", help="train a reference model from its recipe")
+    t.add_argument("what", choices=["text"])
+    t.add_argument("--config", default=None)
+    t.add_argument("--out", default=None)
+    t.add_argument("--steps", type=int, default=None)
+    t.set_defaults(fn=cmd_train)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"unmask {args.cmd}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

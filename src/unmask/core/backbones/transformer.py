@@ -1,0 +1,175 @@
+"""A Llama-family bidirectional transformer in plain torch (SDPA attention).
+
+LLaDA and Dream differ only in checkpoint key names, q/k/v biases, GQA and whether logits are shifted;
+they share this module and differ in their adapters (``llada.py``, ``dream.py``). Internal parameter
+names are short and family-neutral; adapters map them to the real checkpoint names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of the shared backbone. Family adapters translate real config.json files into it."""
+
+    vocab_size: int
+    """Rows of the embedding and LM head (may exceed the tokenizer's vocabulary, as in LLaDA-8B)."""
+    hidden_size: int
+    """Width of the residual stream (LLaDA ``d_model``)."""
+    num_layers: int
+    """Number of transformer blocks."""
+    num_heads: int
+    """Query heads; ``hidden_size`` must divide evenly by it."""
+    num_kv_heads: int
+    """Key/value heads (grouped-query attention when smaller than ``num_heads``)."""
+    intermediate_size: int
+    """Width of the SwiGLU feed-forward layer (LLaDA ``mlp_hidden_size``)."""
+    rope_theta: float = 10000.0
+    """RoPE base frequency (LLaDA-8B: 500000; Dream-7B: 1000000)."""
+    rms_norm_eps: float = 1e-5
+    """Epsilon of every RMSNorm."""
+    qkv_bias: bool = False
+    """Whether q/k/v projections carry a bias (Dream/Qwen2: yes; LLaDA: no)."""
+    tie_embeddings: bool = False
+    """Share the embedding matrix with the LM head."""
+    max_position_embeddings: int = 4096
+    """Longest sequence (prompt + canvas) the backbone accepts."""
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TransformerConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} is not divisible by num_kv_heads {self.num_kv_heads}")
+        if (self.hidden_size // self.num_heads) % 2:
+            raise ValueError("head dimension must be even for RoPE")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 as LLaDA and Qwen2 do; bf16 variance loses digits at 4k width.
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_tables(
+    positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables ``[B, 1, L, head_dim]`` for arbitrary (per-row) positions ``[B, L]``."""
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    )
+    freqs = positions.float()[..., None] * inv_freq  # [B, L, hd/2]
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, L, hd]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        h, hd = cfg.hidden_size, cfg.head_dim
+        self.cfg = cfg
+        self.attn_norm = RMSNorm(h, cfg.rms_norm_eps)
+        self.q = nn.Linear(h, cfg.num_heads * hd, bias=cfg.qkv_bias)
+        self.k = nn.Linear(h, cfg.num_kv_heads * hd, bias=cfg.qkv_bias)
+        self.v = nn.Linear(h, cfg.num_kv_heads * hd, bias=cfg.qkv_bias)
+        self.o = nn.Linear(cfg.num_heads * hd, h, bias=False)
+        self.mlp_norm = RMSNorm(h, cfg.rms_norm_eps)
+        self.gate = nn.Linear(h, cfg.intermediate_size, bias=False)
+        self.up = nn.Linear(h, cfg.intermediate_size, bias=False)
+        self.down = nn.Linear(cfg.intermediate_size, h, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        b, n, _ = x.shape
+        cfg = self.cfg
+        hx = self.attn_norm(x)
+        q = self.q(hx).view(b, n, cfg.num_heads, cfg.head_dim).transpose(1, 2)  # [B, H, L, hd]
+        k = self.k(hx).view(b, n, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        v = self.v(hx).view(b, n, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        att = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, enable_gqa=cfg.num_kv_heads != cfg.num_heads
+        )
+        x = x + self.o(att.transpose(1, 2).reshape(b, n, -1))
+        hx = self.mlp_norm(x)
+        return x + self.down(F.silu(self.gate(hx)) * self.up(hx))
+
+
+class Transformer(nn.Module):
+    """Bidirectional decoder stack; ``forward`` returns hidden states, ``logits`` applies the head.
+
+    Keeping the head separate lets the runner project only the canvas positions it needs: at LLaDA-8B's
+    126k vocabulary the head is a large share of a forward pass.
+    """
+
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states ``[B, L, D]``.
+
+        ``key_mask`` ``[B, L]`` (True = real token) hides padding from every query; all real tokens see
+        each other (bidirectional). ``position_ids`` default to ``0..L-1``.
+        """
+        x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        b, n, _ = x.shape
+        if n > self.cfg.max_position_embeddings:
+            raise ValueError(
+                f"sequence of {n} positions exceeds the model's context of "
+                f"{self.cfg.max_position_embeddings}; shorten the prompt or the generation length"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(n, device=x.device).expand(b, n)
+        cos, sin = rope_tables(position_ids, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
+        attn_mask = None if key_mask is None else key_mask[:, None, None, :]  # [B, 1, 1, L]
+        for layer in self.layers:
+            x = layer(x, cos, sin, attn_mask)
+        return self.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

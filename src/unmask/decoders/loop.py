@@ -1,0 +1,115 @@
+"""The decoding loop, written once for every policy, modality and backbone."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .canvas import Canvas
+from .policies import Policy, StepContext
+from .runner import ModelRunner
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request knobs (policy hyper-parameters live in the policy's config)."""
+
+    gen_length: int = 32
+    """Canvas slots to generate."""
+    block_length: int | None = None
+    """Semi-autoregressive block size; None = one block over the whole canvas."""
+    steps: int | None = None
+    """Step budget over the whole canvas (split evenly over blocks); None = gen_length (1 token/step)."""
+    temperature: float = 0.0
+    """0 = greedy; otherwise Gumbel-max sampling at this temperature."""
+    seed: int = 0
+    """Seed of sampling noise and random orders."""
+    stop_at_eos: bool = True
+    """End a row once it holds EOS with no mask before it (the rest becomes EOS); saves forwards."""
+
+    def __post_init__(self) -> None:
+        if self.gen_length <= 0:
+            raise ValueError(f"gen_length must be positive, got {self.gen_length}")
+        block = self.block_length or self.gen_length
+        if block <= 0 or self.gen_length % block:
+            raise ValueError(
+                f"gen_length {self.gen_length} must be a multiple of block_length {self.block_length}"
+            )
+        steps = self.steps or self.gen_length
+        if steps <= 0 or steps % (self.gen_length // block):
+            raise ValueError(
+                f"steps {self.steps} must be a positive multiple of the number of blocks "
+                f"({self.gen_length // block} = gen_length / block_length)"
+            )
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // (self.block_length or self.gen_length)
+
+    @property
+    def steps_per_block(self) -> int:
+        return (self.steps or self.gen_length) // self.num_blocks
+
+
+@dataclass
+class DecodeResult:
+    tokens: torch.Tensor  # [B, G] final canvas
+    nfe: torch.Tensor  # [B] forward passes per row
+    commit_step: torch.Tensor  # [B, G] global step at which each slot was committed (0 = given)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: encode, prefill, denoise, overhead
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return float(self.tokens.numel()) / max(1, int(self.nfe.sum()))
+
+
+def _finish_at_eos(canvas: Canvas, eos_id: int) -> None:
+    """Rows holding EOS with every slot before it committed are done: the rest becomes EOS."""
+    g = canvas.canvas
+    is_eos = g == eos_id
+    open_ = canvas.masked()
+    idx = torch.arange(g.shape[1], device=g.device)
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), g.shape[1])  # [B]
+    finished = is_eos.any(1) & ~(open_ & (idx < first[:, None])).any(1)
+    fill = finished[:, None] & open_ & (idx > first[:, None])
+    g.masked_fill_(fill, eos_id)
+    canvas.done |= finished
+
+
+def denoise(
+    runner: ModelRunner, canvas: Canvas, policy: Policy, params: SamplingParams, eos_id: int | None = None
+) -> DecodeResult:
+    gen = torch.Generator(device=canvas.tokens.device).manual_seed(params.seed)
+    g = canvas.gen_length
+    blk = g // params.num_blocks
+    forward_s, step, t0 = 0.0, 0, time.perf_counter()
+    slot = torch.arange(g, device=canvas.tokens.device)
+    for b in range(params.num_blocks):
+        in_block = (slot >= b * blk) & (slot < (b + 1) * blk)
+        for s in range(g + 1):  # a policy commits >= 1 slot per step, so g steps always suffice
+            if params.stop_at_eos and eos_id is not None:
+                _finish_at_eos(canvas, eos_id)
+            eligible = canvas.masked() & in_block & ~canvas.done[:, None]
+            active = eligible.any(1)
+            if not bool(active.any()):
+                break
+            rows = active.nonzero().squeeze(1) if not bool(active.all()) else None
+            tf = time.perf_counter()
+            logits = runner.forward(canvas, rows)  # [b, G, V]
+            forward_s += time.perf_counter() - tf
+            elig = eligible if rows is None else eligible[rows]
+            ctx = StepContext(elig, max(1, params.steps_per_block - s), params.temperature, gen)
+            x0, commit = policy.step(logits, ctx)
+            step += 1
+            canvas.apply(rows, x0, commit & elig, step)
+        else:
+            raise RuntimeError(f"policy {policy!r} made no progress in block {b}; it must commit >= 1 slot a step")
+    total = time.perf_counter() - t0
+    return DecodeResult(
+        tokens=canvas.canvas.clone(), nfe=canvas.nfe.clone(), commit_step=canvas.commit_step.clone(),
+        timings={"prefill": 0.0, "denoise": forward_s, "overhead": total - forward_s},
+    )

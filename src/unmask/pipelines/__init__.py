@@ -1,0 +1,1 @@
+"""User jobs built from core + decoders + modalities. Plain classes; Ray adapters live in ``cluster``."""

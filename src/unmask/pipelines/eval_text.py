@@ -1,0 +1,49 @@
+"""Held-out exact-match of a text model on the generated tasks, per task, with decoding telemetry."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from ..decoders import Policy, SamplingParams
+from ..modalities.text.tasks import TaskItem, held_out
+from .generate import TextGenerator
+
+
+def evaluate(
+    gen: TextGenerator,
+    params: SamplingParams,
+    policy: Policy | str = "low_confidence",
+    *,
+    n_per_task: int = 50,
+    batch_size: int = 16,
+    tasks: list[str] | None = None,
+    items: list[TaskItem] | None = None,
+    progress: bool = False,
+) -> dict:
+    items = items if items is not None else held_out(n_per_task, tasks=tasks)
+    correct: dict[str, list[bool]] = defaultdict(list)
+    nfe = tokens = 0
+    t0 = time.perf_counter()
+    batches = range(0, len(items), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc="eval", leave=False)
+    for i in batches:
+        chunk = items[i : i + batch_size]
+        outs = gen.generate([it.prompt for it in chunk], params, policy)
+        for it, out in zip(chunk, outs, strict=True):
+            correct[it.task].append(out.text.strip() == it.answer)
+            nfe += out.nfe
+            tokens += params.gen_length
+    per_task = {k: sum(v) / len(v) for k, v in correct.items()}
+    n = sum(len(v) for v in correct.values())
+    return {
+        "accuracy": sum(sum(v) for v in correct.values()) / n,
+        "per_task": per_task,
+        "n": n,
+        "nfe": nfe / n,
+        "tpf": tokens / max(1, nfe),
+        "wall_s": time.perf_counter() - t0,
+    }

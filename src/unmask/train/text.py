@@ -1,0 +1,166 @@
+"""Recipe for the ``tiny-text`` reference model: a LLaDA-architecture dLLM trained with the masked
+diffusion SFT objective (LLaDA, arXiv 2502.09992, Alg. 2) on generated tasks with verifiable answers.
+
+Each row is ``chat(prompt) + answer + EOS…``; only the response (answer and EOS padding) is masked, with
+ratio t ~ U(eps, 1) per row, and the loss on masked tokens is weighted by 1/t. EOS padding of random
+length teaches the model to end answers inside a fixed-length canvas.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..core.backbones import BackboneInfo, Transformer, TransformerConfig
+from ..core.checkpoint import save_backbone
+from ..core.config import config_from_dict, config_to_dict, load_yaml
+from ..modalities.text.tasks import TASKS, stream
+from ..modalities.text.tokenizer import TextTokenizer, train_bpe
+
+
+@dataclass(frozen=True)
+class TextTrainConfig:
+    """Recipe of the text reference model (``configs/train_text.yaml``)."""
+
+    out_dir: str = "runs/tiny-text"
+    """Where the checkpoint (HF layout) and the training log are written."""
+    vocab_size: int = 512
+    """Byte-level BPE vocabulary size, special tokens included."""
+    hidden_size: int = 256
+    """Backbone width."""
+    num_layers: int = 4
+    """Backbone depth."""
+    num_heads: int = 4
+    """Attention heads."""
+    intermediate_size: int = 640
+    """SwiGLU width."""
+    max_position_embeddings: int = 512
+    """Context length written to the checkpoint."""
+    steps: int = 3000
+    """Optimizer steps."""
+    batch_size: int = 64
+    """Rows per step."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
+    warmup: int = 100
+    """Warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    max_pad: int = 40
+    """Largest number of extra EOS tokens after an answer (uniform in [0, max_pad])."""
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    """Task names to train on."""
+    seed: int = 0
+    """Seed of data order and initialisation."""
+    save_every: int = 250
+    """Write the checkpoint every this many steps (the run can be stopped at any save)."""
+    threads: int = 2
+    """CPU threads for torch."""
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise ValueError(f"steps and batch_size must be positive, got {self.steps}, {self.batch_size}")
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known tasks: {sorted(TASKS)}")
+
+
+def _batch(items, tok: TextTokenizer, max_pad: int, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, starts = [], []
+    for it in items:
+        p = tok.encode(tok.format_prompt(it.prompt))
+        a = tok.encode(it.answer) + [tok.eos_id]
+        rows.append(p + a)
+        starts.append(len(p))
+    length = max(map(len, rows)) + rng.randint(0, max_pad)
+    ids = torch.full((len(rows), length), tok.eos_id, dtype=torch.long)
+    resp = torch.zeros((len(rows), length), dtype=torch.bool)
+    for i, (r, s) in enumerate(zip(rows, starts, strict=True)):
+        ids[i, : len(r)] = torch.tensor(r)
+        resp[i, s:] = True
+    return ids, resp
+
+
+def diffusion_loss(model: Transformer, ids: torch.Tensor, resp: torch.Tensor, mask_id: int,
+                   gen: torch.Generator, eps: float = 1e-3) -> torch.Tensor:
+    b, n = ids.shape
+    t = eps + (1 - eps) * torch.rand(b, 1, generator=gen)  # [B, 1]
+    masked = (torch.rand(b, n, generator=gen) < t) & resp  # [B, L]
+    noisy = torch.where(masked, mask_id, ids)
+    logits = model.logits(model(noisy))  # [B, L, V]
+    ce = F.cross_entropy(logits[masked], ids[masked], reduction="none")
+    weight = (1.0 / t.expand(b, n))[masked] / resp.sum(1, keepdim=True).expand(b, n)[masked]
+    return (ce * weight).sum() / b
+
+
+def train(cfg: TextTrainConfig) -> Path:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    corpus_rng = stream("train", cfg.seed + 99, cfg.tasks)
+    corpus = []
+    for _ in range(20000):
+        it = next(corpus_rng)
+        corpus.append(f"<|user|>{it.prompt}<|assistant|>{it.answer}")
+    tok = train_bpe(corpus, cfg.vocab_size, out)
+    mcfg = TransformerConfig(
+        vocab_size=tok.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+    )
+    model = Transformer(mcfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                torch.nn.init.normal_(p, std=0.02)
+    info = BackboneInfo(family="llada", mask_id=tok.mask_id, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                        shift_logits=False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / cfg.warmup)
+        * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))),
+    )
+    data = stream("train", cfg.seed, cfg.tasks)
+    rng = random.Random(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    log = (out / "train_log.jsonl").open("w")
+    model.train()
+    t0, avg = time.time(), None
+    from tqdm import tqdm
+
+    bar = tqdm(range(1, cfg.steps + 1), desc="train text", mininterval=10)
+    for step in bar:
+        ids, resp = _batch([next(data) for _ in range(cfg.batch_size)], tok, cfg.max_pad, rng)
+        loss = diffusion_loss(model, ids, resp, tok.mask_id, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{avg:.3f}")
+            log.write(json.dumps({"step": step, "loss": avg, "lr": sched.get_last_lr()[0],
+                                  "elapsed_s": round(time.time() - t0, 1)}) + "\n")
+            log.flush()
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            model.eval()
+            save_backbone(model, out, family="llada", info=info, dtype=torch.bfloat16,
+                          extra_config={"unmask_recipe": config_to_dict(cfg), "unmask_step": step})
+            model.train()
+    return out
+
+
+def main(config_path: str | None, overrides: dict | None = None) -> Path:
+    data = load_yaml(config_path) if config_path else {}
+    data.update(overrides or {})
+    return train(config_from_dict(TextTrainConfig, data, where=config_path or "overrides"))

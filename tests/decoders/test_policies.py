@@ -1,0 +1,106 @@
+"""Contract tests over every registered policy, and the loop's invariants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.conftest import MASK_ID
+from unmask.decoders import POLICIES, Canvas, SamplingParams, Segment, StepContext, build_policy, denoise
+from unmask.decoders.sampling import select_top_k
+
+
+def _prompts():
+    return [[Segment("text", token_ids=torch.tensor(p))] for p in ([5, 6, 7, 8], [9, 10], [11, 12, 13])]
+
+
+@pytest.mark.parametrize("name", POLICIES.names())
+def test_one_step_contract(name):
+    policy = build_policy(name)
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 8, 20, generator=gen)
+    eligible = torch.rand(3, 8, generator=gen) < 0.6
+    eligible[:, 0] = True
+    for steps_left in (1, 3):
+        x0, commit = policy.step(logits, StepContext(eligible, steps_left, 0.0, gen))
+        assert x0.shape == (3, 8) and commit.dtype == torch.bool
+        assert not (commit & ~eligible).any(), "committed a slot that was not eligible"
+        assert (commit.sum(1) >= 1).all(), "every row must make progress"
+        if steps_left == 1 and name != "threshold":
+            assert torch.equal(commit, eligible), "the last step of a budget commits everything left"
+
+
+@pytest.mark.parametrize("name", POLICIES.names())
+@pytest.mark.parametrize("block_length", [None, 4])
+def test_loop_fills_canvas_and_keeps_fixed_slots(tiny_runner, name, block_length):
+    g = 12
+    init = torch.full((g,), MASK_ID)
+    init[[2, 7]] = torch.tensor([40, 41])
+    fixed = torch.zeros(g, dtype=torch.bool)
+    fixed[[2, 7]] = True
+    canvas = Canvas.build(_prompts(), g, mask_id=MASK_ID, pad_id=0, init_tokens=[init, None, init],
+                          fixed_masks=[fixed, None, fixed])
+    params = SamplingParams(gen_length=g, block_length=block_length, steps=6, temperature=0.7, seed=3,
+                            stop_at_eos=False)
+    res = denoise(tiny_runner, canvas, build_policy(name), params, eos_id=None)
+    assert not (res.tokens == MASK_ID).any()
+    assert torch.equal(res.tokens[[0, 2]][:, [2, 7]], torch.tensor([[40, 41], [40, 41]]))
+    assert (res.commit_step[1] > 0).all() and (res.commit_step[0, [2, 7]] == 0).all()
+    if name != "threshold":
+        assert res.nfe.tolist() == [6, 6, 6], "fixed-step policies use exactly the step budget"
+    # semi-autoregressive blocks: a later block is never committed before an earlier one finishes
+    if block_length:
+        free = res.commit_step[1].view(-1, block_length)
+        assert (free[:-1].max(1).values < free[1:].min(1).values).all()
+
+
+def test_low_confidence_spreads_tokens_evenly(tiny_runner):
+    canvas = Canvas.build(_prompts()[:1], 10, mask_id=MASK_ID, pad_id=0)
+    res = denoise(tiny_runner, canvas, build_policy("low_confidence"), SamplingParams(gen_length=10, steps=4),
+                  eos_id=None)
+    per_step = torch.bincount(res.commit_step[0])[1:].tolist()
+    assert per_step == [3, 3, 2, 2]  # LLaDA's get_num_transfer_tokens schedule
+
+
+def test_threshold_commits_above_tau_and_at_least_one():
+    policy = build_policy("threshold", {"threshold": 0.5})
+    logits = torch.full((2, 3, 4), -10.0)
+    logits[0, :, 0] = 10.0  # row 0: all confident
+    logits[1, 0, 1] = 1.0  # row 1: nothing above tau, one slot slightly ahead
+    elig = torch.ones(2, 3, dtype=torch.bool)
+    x0, commit = policy.step(logits, StepContext(elig, 3, 0.0))
+    assert commit[0].all() and commit[1].tolist() == [True, False, False]
+
+
+def test_select_top_k_per_row():
+    score = torch.tensor([[0.1, 0.9, 0.5, 0.7], [0.3, 0.2, 0.8, 0.1]])
+    elig = torch.tensor([[True, True, False, True], [True, True, True, True]])
+    got = select_top_k(score, elig, torch.tensor([2, 1]))
+    assert got.tolist() == [[False, True, False, True], [False, False, True, False]]
+
+
+def test_eos_stops_row_and_fills(tiny_runner):
+    """A row that commits EOS with nothing masked before it stops costing forwards."""
+    eos = 1
+    init = torch.full((8,), MASK_ID)
+    init[:3] = torch.tensor([20, 21, eos])
+    canvas = Canvas.build(_prompts()[:2], 8, mask_id=MASK_ID, pad_id=0, init_tokens=[init, None])
+    res = denoise(tiny_runner, canvas, build_policy("low_confidence"), SamplingParams(gen_length=8), eos_id=eos)
+    assert res.nfe[0] == 0 and res.tokens[0, 3:].eq(eos).all()
+    assert res.nfe[1] >= 1 and not (res.tokens == MASK_ID).any()
+
+
+def test_embedding_segments_replace_token_embeddings(tiny_runner):
+    emb = tiny_runner.model.embed(torch.tensor([5, 6, 7]))
+    a = Canvas.build([[Segment("text", token_ids=torch.tensor([5, 6, 7]))]], 4, mask_id=MASK_ID, pad_id=0)
+    b = Canvas.build([[Segment("image", embeddings=emb.detach())]], 4, mask_id=MASK_ID, pad_id=0)
+    assert torch.allclose(tiny_runner.forward(a), tiny_runner.forward(b), atol=1e-5)
+
+
+def test_bad_requests():
+    with pytest.raises(ValueError, match="exceeds the model's context of 16"):
+        Canvas.build(_prompts(), 14, mask_id=MASK_ID, pad_id=0, max_length=16)
+    with pytest.raises(ValueError, match="batch is empty"):
+        Canvas.build([], 4, mask_id=MASK_ID, pad_id=0)
+    with pytest.raises(ValueError, match="exactly one of"):
+        Segment("text")
