@@ -2,8 +2,11 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-# A Python 3.12: on PATH, else pyenv's newest 3.12 (pyenv shims are not on a non-login PATH).
-PYTHON312 ?= $(shell command -v python3.12 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | sort -V | tail -n1)
+# A Python 3.12 that really runs: pyenv's newest 3.12, else python3.12 on PATH. (A pyenv shim named
+# python3.12 exists even when 3.12 is not the active version, and then fails, so each candidate is tried.)
+PYTHON312 ?= $(shell for c in $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | sort -rV) \
+  $$(command -v python3.12); do "$$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null \
+  && echo "$$c" && break; done)
 EXTRAS := dev,audio,vision,robot,cluster
 
 .PHONY: setup demo test bench lint clean

@@ -11,6 +11,7 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="tiny-text", help="shipped model name or local HF-layout directory")
     p.add_argument("--policy", default="low_confidence", help="unmasking policy (see `unmask policies`)")
     p.add_argument("--threshold", type=float, default=None, help="confidence threshold (policy 'threshold')")
+    p.add_argument("--cache", default="none", help="none, prefix or dual (see `unmask policies`)")
     p.add_argument("--gen-length", type=int, default=32)
     p.add_argument("--block-length", type=int, default=None)
     p.add_argument("--steps", type=int, default=None, help="step budget over the canvas (default: gen length)")
@@ -50,7 +51,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not prompts:
         raise SystemExit("give at least one --prompt or a --prompts-file")
     policy, params = _policy(args), _params(args)
-    outs = _generator(args).generate(prompts, params, policy)
+    outs = _generator(args).generate(prompts, params, policy, args.cache)
     for o in outs:
         if args.json:
             print(json.dumps({"prompt": o.prompt, "text": o.text, "nfe": o.nfe, "timings": o.timings}))
@@ -68,7 +69,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results = []
     for name in policies:
         args.policy = name
-        r = evaluate(gen, params, _policy(args), n_per_task=args.n_per_task, batch_size=args.batch_size,
+        r = evaluate(gen, params, _policy(args), args.cache, n_per_task=args.n_per_task, batch_size=args.batch_size,
                      progress=not args.json)
         results.append({"policy": name, **r})
         if not args.json:
@@ -92,11 +93,12 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_policies(args: argparse.Namespace) -> int:
-    from .decoders import POLICIES
+    from .decoders import CACHES, POLICIES
 
-    for name in POLICIES.names():
-        cls = POLICIES.get(name)
-        print(f"{name:<16} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    for title, reg in (("policies", POLICIES), ("caches", CACHES)):
+        print(f"{title}:")
+        for name in reg.names():
+            print(f"  {name:<16} {(reg.get(name).__doc__ or '').strip().splitlines()[0]}")
     return 0
 
 
@@ -129,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_eval)
     sub.add_parser("models", help="list shipped models").set_defaults(fn=cmd_models)
-    sub.add_parser("policies", help="list unmasking policies").set_defaults(fn=cmd_policies)
+    sub.add_parser("policies", help="list unmasking policies and caches").set_defaults(fn=cmd_policies)
     t = sub.add_parser("train", help="train a reference model from its recipe")
     t.add_argument("what", choices=["text"])
     t.add_argument("--config", default=None)

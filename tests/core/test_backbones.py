@@ -116,10 +116,10 @@ def test_dream_matches_transformers_qwen2(tmp_path):
 
 def test_dream_runner_shifts_logits(tmp_path):
     """Dream's canvas slot i is read from the hidden state at i-1."""
+    from tests.conftest import TINY
     from unmask.core.backbones import BackboneInfo
     from unmask.core.checkpoint import random_backbone
     from unmask.decoders import Canvas, ModelRunner, Segment
-    from tests.conftest import TINY
 
     model = random_backbone(TINY, seed=3)
     canvas = Canvas.build([[Segment("text", token_ids=torch.tensor([5, 6, 7]))]], 4, mask_id=63, pad_id=0)

@@ -104,3 +104,42 @@ def test_bad_requests():
         Canvas.build([], 4, mask_id=MASK_ID, pad_id=0)
     with pytest.raises(ValueError, match="exactly one of"):
         Segment("text")
+
+
+@pytest.mark.parametrize("name", ["prefix", "dual"])
+def test_kv_cache_step_matches_full_forward(tiny_runner, name):
+    """Right after a refresh, reused keys/values are exactly what a full forward computes, so the cached
+    step's logits equal the uncached ones (this checks positions, masks and the KV plumbing)."""
+    from unmask.decoders import build_cache
+
+    canvas = Canvas.build(_prompts(), 12, mask_id=MASK_ID, pad_id=0)
+    cache = build_cache(name)
+    cache.reset(canvas)
+    first = cache.logits(tiny_runner, canvas, None, 4, 8, refresh=True)
+    again = cache.logits(tiny_runner, canvas, None, 4, 8, refresh=False)
+    rows = torch.tensor([0, 2])
+    subset = cache.logits(tiny_runner, canvas, rows, 4, 8, refresh=False)
+    full = tiny_runner.forward(canvas, None, 4, 8)
+    assert torch.allclose(first, full, atol=1e-5) and torch.allclose(again, full, atol=1e-5)
+    assert torch.allclose(subset, full[rows], atol=1e-5)
+    n = canvas.tokens.shape[1]
+    step_positions = {"prefix": n - (canvas.prefix_len + 4), "dual": 4}[name]
+    assert cache.stats["positions_computed"] == 3 * n + 3 * step_positions + 2 * step_positions
+
+
+@pytest.mark.parametrize("name", ["none", "prefix", "dual"])
+def test_caches_refresh_once_per_block(tiny_runner, name):
+    from unmask.decoders import build_cache
+
+    canvas = Canvas.build(_prompts(), 12, mask_id=MASK_ID, pad_id=0)
+    cache = build_cache(name)
+    params = SamplingParams(gen_length=12, block_length=4, steps=12, stop_at_eos=False)
+    res = denoise(tiny_runner, canvas, build_policy("low_confidence"), params, cache=cache)
+    assert not (res.tokens == MASK_ID).any()
+    assert res.cache_stats["forwards"] == 12
+    assert res.cache_stats["refreshes"] == (0 if name == "none" else 3)
+    per_step = {"none": canvas.tokens.shape[1], "prefix": None, "dual": 4}[name]
+    if per_step:
+        n = canvas.tokens.shape[1]
+        expect = 3 * (3 * n + 3 * 3 * per_step) if name == "dual" else 3 * 12 * n
+        assert res.cache_stats["positions_computed"] == expect

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, TypeVar
-
-C = TypeVar("C")
+from typing import Any
 
 
-def config_from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> C:
+def config_from_dict[C](cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> C:
     """Build a frozen config dataclass, refusing keys it does not declare.
 
     A misspelt key silently falling back to a default is the classic recipe bug; name it instead.

@@ -70,13 +70,15 @@ class Canvas:
     def has_masks(self) -> bool:
         return bool((self.masked() & ~self.done[:, None]).any())
 
-    def apply(self, rows: torch.Tensor | None, x0: torch.Tensor, commit: torch.Tensor, step: int) -> None:
-        """Write committed tokens of ``rows`` (all when None) and count one forward for each."""
+    def apply(self, rows: torch.Tensor | None, x0: torch.Tensor, commit: torch.Tensor, step: int, lo: int = 0) -> None:
+        """Write committed tokens ``[b, W]`` of ``rows`` (all when None) into slots ``[lo, lo+W)`` and count
+        one forward for each row."""
         if rows is None:
             rows = torch.arange(self.batch_size, device=x0.device)
-        p = self.prefix_len
-        self.tokens[rows, p:] = torch.where(commit, x0, self.tokens[rows, p:])
-        self.commit_step[rows] = torch.where(commit, step, self.commit_step[rows])
+        c0, c1 = self.prefix_len + lo, self.prefix_len + lo + x0.shape[1]
+        self.tokens[rows, c0:c1] = torch.where(commit, x0, self.tokens[rows, c0:c1])
+        self.commit_step[rows, lo : c1 - self.prefix_len] = torch.where(
+            commit, step, self.commit_step[rows, lo : c1 - self.prefix_len])
         self.nfe[rows] += 1
 
     @classmethod

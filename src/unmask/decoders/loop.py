@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .caches import Cache, NoCache
 from .canvas import Canvas
 from .policies import Policy, StepContext
 from .runner import ModelRunner
@@ -61,6 +62,7 @@ class DecodeResult:
     nfe: torch.Tensor  # [B] forward passes per row
     commit_step: torch.Tensor  # [B, G] global step at which each slot was committed (0 = given)
     timings: dict[str, float] = field(default_factory=dict)  # seconds: encode, prefill, denoise, overhead
+    cache_stats: dict[str, int] = field(default_factory=dict)  # forwards, refreshes, positions_computed
 
     @property
     def tokens_per_forward(self) -> float:
@@ -81,35 +83,42 @@ def _finish_at_eos(canvas: Canvas, eos_id: int) -> None:
 
 
 def denoise(
-    runner: ModelRunner, canvas: Canvas, policy: Policy, params: SamplingParams, eos_id: int | None = None
+    runner: ModelRunner,
+    canvas: Canvas,
+    policy: Policy,
+    params: SamplingParams,
+    eos_id: int | None = None,
+    cache: Cache | None = None,
 ) -> DecodeResult:
+    """Fill ``canvas`` block by block; each step the policy sees logits of the current block only."""
+    cache = cache or NoCache()
+    cache.reset(canvas)
     gen = torch.Generator(device=canvas.tokens.device).manual_seed(params.seed)
-    g = canvas.gen_length
-    blk = g // params.num_blocks
+    g, nb = canvas.gen_length, params.num_blocks
     forward_s, step, t0 = 0.0, 0, time.perf_counter()
-    slot = torch.arange(g, device=canvas.tokens.device)
-    for b in range(params.num_blocks):
-        in_block = (slot >= b * blk) & (slot < (b + 1) * blk)
-        for s in range(g + 1):  # a policy commits >= 1 slot per step, so g steps always suffice
+    for b in range(nb):
+        lo, hi = b * g // nb, (b + 1) * g // nb
+        for s in range(hi - lo + 1):  # a policy commits >= 1 slot per step, so this always suffices
             if params.stop_at_eos and eos_id is not None:
                 _finish_at_eos(canvas, eos_id)
-            eligible = canvas.masked() & in_block & ~canvas.done[:, None]
+            eligible = canvas.masked()[:, lo:hi] & ~canvas.done[:, None]  # [B, W]
             active = eligible.any(1)
             if not bool(active.any()):
                 break
-            rows = active.nonzero().squeeze(1) if not bool(active.all()) else None
+            rows = None if bool(active.all()) else active.nonzero().squeeze(1)
             tf = time.perf_counter()
-            logits = runner.forward(canvas, rows)  # [b, G, V]
+            logits = cache.logits(runner, canvas, rows, lo, hi, refresh=s == 0)  # [b, W, V]
             forward_s += time.perf_counter() - tf
             elig = eligible if rows is None else eligible[rows]
-            ctx = StepContext(elig, max(1, params.steps_per_block - s), params.temperature, gen)
-            x0, commit = policy.step(logits, ctx)
+            x0, commit = policy.step(logits, StepContext(elig, max(1, params.steps_per_block - s),
+                                                         params.temperature, gen))
             step += 1
-            canvas.apply(rows, x0, commit & elig, step)
+            canvas.apply(rows, x0, commit & elig, step, lo)
         else:
             raise RuntimeError(f"policy {policy!r} made no progress in block {b}; it must commit >= 1 slot a step")
     total = time.perf_counter() - t0
     return DecodeResult(
         tokens=canvas.canvas.clone(), nfe=canvas.nfe.clone(), commit_step=canvas.commit_step.clone(),
         timings={"prefill": 0.0, "denoise": forward_s, "overhead": total - forward_s},
+        cache_stats=dict(cache.stats),
     )

@@ -135,7 +135,8 @@ class ThresholdConfig:
 
 @register_policy("threshold")
 class Threshold(Policy):
-    """Confidence-threshold parallel decoding: all eligible slots above tau, at least the most confident one.
+    """Fast-dLLM parallel decoding: every slot above the confidence threshold, at least one.
+
     Ignores the step budget: the number of forwards adapts to how sure the model is."""
 
     config_cls = ThresholdConfig

@@ -1,10 +1,11 @@
-"""The runner owns tensors and the model: one forward over the active rows, logits for canvas slots only."""
+"""The runner owns tensors and the model: forwards over chosen rows and columns, logits for canvas slots only."""
 
 from __future__ import annotations
 
 import torch
 
 from ..core.backbones import BackboneInfo, Transformer
+from ..core.backbones.transformer import KV
 from .canvas import Canvas
 
 
@@ -20,6 +21,7 @@ class ModelRunner:
         # The mask token is never a valid prediction; LLaDA's own sampler leaves this to chance.
         bias[info.mask_id] = float("-inf")
         self.logit_bias = bias.to(next(model.parameters()).device)
+        self.shift = int(info.shift_logits)
 
     @property
     def device(self) -> torch.device:
@@ -29,22 +31,53 @@ class ModelRunner:
     def max_length(self) -> int:
         return self.model.cfg.max_position_embeddings
 
+    def embed(self, canvas: Canvas, rows: torch.Tensor | None, c0: int, c1: int) -> torch.Tensor:
+        """Input vectors ``[b, c1-c0, D]`` of columns ``[c0, c1)``: token embeddings, or segment embeddings."""
+        sel = _rows(rows)
+        x = self.model.embed(sel(canvas.tokens[:, c0:c1]))
+        if canvas.embeds is not None and c0 < canvas.prefix_len:
+            e1 = min(c1, canvas.prefix_len)
+            pre = torch.where(sel(canvas.embed_mask[:, c0:e1])[..., None], sel(canvas.embeds[:, c0:e1]).to(x.dtype),
+                              x[:, : e1 - c0])
+            x = torch.cat([pre, x[:, e1 - c0 :]], dim=1)
+        return x
+
     @torch.inference_mode()
-    def forward(self, canvas: Canvas, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``[b, G, V]`` (float32) for the canvas slots of ``rows`` (all rows when None)."""
-        sel = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
-        tokens = sel(canvas.tokens)
-        x = self.model.embed(tokens)  # [b, P+G, D]
-        if canvas.embeds is not None:
-            p = canvas.prefix_len
-            prefix = torch.where(sel(canvas.embed_mask)[..., None], sel(canvas.embeds).to(x.dtype), x[:, :p])
-            x = torch.cat([prefix, x[:, p:]], dim=1)
-        hidden = self.model(inputs_embeds=x, position_ids=sel(canvas.positions), key_mask=sel(canvas.key_mask))
-        p, g = canvas.prefix_len, canvas.gen_length
-        if self.info.shift_logits:
-            if p == 0:
-                raise ValueError("a shifted-logit backbone (Dream) needs at least one prefix token")
-            hidden = hidden[:, p - 1 : p - 1 + g]
-        else:
-            hidden = hidden[:, p:]
+    def hidden(
+        self,
+        canvas: Canvas,
+        rows: torch.Tensor | None,
+        c0: int,
+        c1: int,
+        past: list[KV] | None = None,
+        past_mask: torch.Tensor | None = None,
+        kv_out: list[KV] | None = None,
+    ) -> torch.Tensor:
+        """Hidden states ``[b, c1-c0, D]`` of sequence columns ``[c0, c1)``, attending also to ``past``."""
+        sel = _rows(rows)
+        return self.model(
+            inputs_embeds=self.embed(canvas, rows, c0, c1), position_ids=sel(canvas.positions[:, c0:c1]),
+            key_mask=sel(canvas.key_mask[:, c0:c1]), past=past, past_mask=past_mask, kv_out=kv_out,
+        )
+
+    def slot_columns(self, canvas: Canvas, lo: int, hi: int) -> tuple[int, int]:
+        """Sequence columns whose hidden states predict canvas slots ``[lo, hi)`` (one earlier for Dream)."""
+        p = canvas.prefix_len
+        if self.shift and p == 0:
+            raise ValueError("a shifted-logit backbone (Dream) needs at least one prefix token")
+        return p + lo - self.shift, p + hi - self.shift
+
+    @torch.inference_mode()
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.logits(hidden).float() + self.logit_bias
+
+    def forward(self, canvas: Canvas, rows: torch.Tensor | None = None, lo: int = 0, hi: int | None = None):
+        """Logits ``[b, hi-lo, V]`` (float32) for canvas slots ``[lo, hi)`` with one full, uncached forward."""
+        hi = canvas.gen_length if hi is None else hi
+        h = self.hidden(canvas, rows, 0, canvas.tokens.shape[1])
+        s0, s1 = self.slot_columns(canvas, lo, hi)
+        return self.head(h[:, s0:s1])
+
+
+def _rows(rows: torch.Tensor | None):
+    return (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
-from ..decoders import Policy, SamplingParams
+from ..decoders import Cache, Policy, SamplingParams
 from ..modalities.text.tasks import TaskItem, held_out
 from .generate import TextGenerator
 
@@ -14,6 +14,7 @@ def evaluate(
     gen: TextGenerator,
     params: SamplingParams,
     policy: Policy | str = "low_confidence",
+    cache: Cache | str = "none",
     *,
     n_per_task: int = 50,
     batch_size: int = 16,
@@ -32,7 +33,7 @@ def evaluate(
         batches = tqdm(batches, desc="eval", leave=False)
     for i in batches:
         chunk = items[i : i + batch_size]
-        outs = gen.generate([it.prompt for it in chunk], params, policy)
+        outs = gen.generate([it.prompt for it in chunk], params, policy, cache)
         for it, out in zip(chunk, outs, strict=True):
             correct[it.task].append(out.text.strip() == it.answer)
             nfe += out.nfe

@@ -10,7 +10,17 @@ import torch
 
 from ..core.checkpoint import load_backbone
 from ..core.models import resolve_model
-from ..decoders import Canvas, ModelRunner, Policy, SamplingParams, Segment, build_policy, denoise
+from ..decoders import (
+    Cache,
+    Canvas,
+    ModelRunner,
+    Policy,
+    SamplingParams,
+    Segment,
+    build_cache,
+    build_policy,
+    denoise,
+)
 from ..modalities.text.tokenizer import TextTokenizer
 
 
@@ -51,10 +61,15 @@ class TextGenerator:
         return out
 
     def generate(
-        self, prompts: list[str], params: SamplingParams | None = None, policy: Policy | str = "low_confidence"
+        self,
+        prompts: list[str],
+        params: SamplingParams | None = None,
+        policy: Policy | str = "low_confidence",
+        cache: Cache | str = "none",
     ) -> list[Generation]:
         params = params or SamplingParams()
         policy = build_policy(policy) if isinstance(policy, str) else policy
+        cache = build_cache(cache) if isinstance(cache, str) else cache
         t0 = time.perf_counter()
         prefixes = self.encode(prompts)
         canvas = Canvas.build(
@@ -62,7 +77,7 @@ class TextGenerator:
             max_length=self.runner.max_length, device=self.runner.device,
         )
         encode_s = time.perf_counter() - t0
-        res = denoise(self.runner, canvas, policy, params, eos_id=self.eos_id)
+        res = denoise(self.runner, canvas, policy, params, eos_id=self.eos_id, cache=cache)
         res.timings["encode"] = encode_s
         out = []
         for i, prompt in enumerate(prompts):

@@ -2,8 +2,8 @@
 diffusion SFT objective (LLaDA, arXiv 2502.09992, Alg. 2) on generated tasks with verifiable answers.
 
 Each row is ``chat(prompt) + answer + EOS…``; only the response (answer and EOS padding) is masked, with
-ratio t ~ U(eps, 1) per row, and the loss on masked tokens is weighted by 1/t. EOS padding of random
-length teaches the model to end answers inside a fixed-length canvas.
+ratio t ~ U(t_min, 1) per row (see ``diffusion_loss`` for the weighting). EOS padding of random length
+teaches the model to end answers inside a fixed-length canvas.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class TextTrainConfig:
     """Optimizer steps."""
     batch_size: int = 64
     """Rows per step."""
-    lr: float = 1e-3
+    lr: float = 2e-3
     """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
     warmup: int = 100
     """Warm-up steps."""
@@ -89,15 +89,22 @@ def _batch(items, tok: TextTokenizer, max_pad: int, rng: random.Random) -> tuple
 
 
 def diffusion_loss(model: Transformer, ids: torch.Tensor, resp: torch.Tensor, mask_id: int,
-                   gen: torch.Generator, eps: float = 1e-3) -> torch.Tensor:
+                   gen: torch.Generator, t_min: float = 0.05) -> torch.Tensor:
+    """Cross-entropy on masked response tokens, averaged over them (no 1/t weight).
+
+    LLaDA's ELBO weights each token by 1/t; with t near 0 a single row then dominates the batch and, after
+    gradient clipping, drowns every other row's signal. The uniform mean is the usual lower-variance choice
+    for training a sampler (MaskGIT, MDLM's ablations); likelihood evaluation keeps the 1/t form.
+    """
     b, n = ids.shape
-    t = eps + (1 - eps) * torch.rand(b, 1, generator=gen)  # [B, 1]
+    t = t_min + (1 - t_min) * torch.rand(b, 1, generator=gen)  # [B, 1]
     masked = (torch.rand(b, n, generator=gen) < t) & resp  # [B, L]
+    # every row masks at least one response token, so no row is wasted
+    first = resp.int().argmax(1)
+    masked[torch.arange(b), first + (torch.rand(b, generator=gen) * resp.sum(1)).long()] = True
     noisy = torch.where(masked, mask_id, ids)
     logits = model.logits(model(noisy))  # [B, L, V]
-    ce = F.cross_entropy(logits[masked], ids[masked], reduction="none")
-    weight = (1.0 / t.expand(b, n))[masked] / resp.sum(1, keepdim=True).expand(b, n)[masked]
-    return (ce * weight).sum() / b
+    return F.cross_entropy(logits[masked], ids[masked])
 
 
 def train(cfg: TextTrainConfig) -> Path:
@@ -118,7 +125,7 @@ def train(cfg: TextTrainConfig) -> Path:
     )
     model = Transformer(mcfg)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 2:
                 torch.nn.init.normal_(p, std=0.02)
     info = BackboneInfo(family="llada", mask_id=tok.mask_id, eos_id=tok.eos_id, pad_id=tok.pad_id,
@@ -147,7 +154,7 @@ def train(cfg: TextTrainConfig) -> Path:
         opt.step()
         sched.step()
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
-        if step % 20 == 0:
+        if step % 20 == 0 or step == cfg.steps:
             bar.set_postfix(loss=f"{avg:.3f}")
             log.write(json.dumps({"step": step, "loss": avg, "lr": sched.get_last_lr()[0],
                                   "elapsed_s": round(time.time() - t0, 1)}) + "\n")
@@ -157,7 +164,27 @@ def train(cfg: TextTrainConfig) -> Path:
             save_backbone(model, out, family="llada", info=info, dtype=torch.bfloat16,
                           extra_config={"unmask_recipe": config_to_dict(cfg), "unmask_step": step})
             model.train()
+    log.close()
+    plot_loss(out / "train_log.jsonl", out / "loss.png")
     return out
+
+
+def plot_loss(log_file: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])
+    ax.set(xlabel="step", ylabel="masked-diffusion loss (EMA)", yscale="log", title=png.parent.name)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
 
 
 def main(config_path: str | None, overrides: dict | None = None) -> Path:

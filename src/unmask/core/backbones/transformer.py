@@ -90,6 +90,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
 class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -106,8 +109,18 @@ class Block(nn.Module):
         self.down = nn.Linear(cfg.intermediate_size, h, bias=False)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attn_mask: torch.Tensor | None
-    ) -> torch.Tensor:
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        attn_mask: torch.Tensor | None,
+        past: KV | None = None,
+    ) -> tuple[torch.Tensor, KV]:
+        """Returns the new residual stream and this chunk's (rotated) keys/values ``[B, Hkv, L, hd]``.
+
+        ``past`` holds cached keys/values of other positions (already rotated at their own positions);
+        they are attended to alongside the chunk, which is how prefix and dual caches skip recomputation.
+        """
         b, n, _ = x.shape
         cfg = self.cfg
         hx = self.attn_norm(x)
@@ -115,12 +128,13 @@ class Block(nn.Module):
         k = self.k(hx).view(b, n, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         v = self.v(hx).view(b, n, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k_all, v_all = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
         att = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, enable_gqa=cfg.num_kv_heads != cfg.num_heads
+            q, k_all, v_all, attn_mask=attn_mask, enable_gqa=cfg.num_kv_heads != cfg.num_heads
         )
         x = x + self.o(att.transpose(1, 2).reshape(b, n, -1))
         hx = self.mlp_norm(x)
-        return x + self.down(F.silu(self.gate(hx)) * self.up(hx))
+        return x + self.down(F.silu(self.gate(hx)) * self.up(hx)), (k, v)
 
 
 class Transformer(nn.Module):
@@ -147,11 +161,18 @@ class Transformer(nn.Module):
         inputs_embeds: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         key_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        past: list[KV] | None = None,
+        past_mask: torch.Tensor | None = None,
+        kv_out: list[KV] | None = None,
     ) -> torch.Tensor:
         """Hidden states ``[B, L, D]``.
 
         ``key_mask`` ``[B, L]`` (True = real token) hides padding from every query; all real tokens see
-        each other (bidirectional). ``position_ids`` default to ``0..L-1``.
+        each other (bidirectional) unless ``attn_mask`` ``[B, 1, L, Lp+L]`` (bool, True = may attend) gives
+        another pattern, e.g. block-causal. ``position_ids`` default to ``0..L-1``. ``past`` (one (k, v) per
+        layer, ``past_mask`` ``[B, Lp]``) are cached keys/values attended to before the chunk; when
+        ``kv_out`` is a list, each layer appends the chunk's own keys/values to it.
         """
         x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
         b, n, _ = x.shape
@@ -163,9 +184,17 @@ class Transformer(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(n, device=x.device).expand(b, n)
         cos, sin = rope_tables(position_ids, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
-        attn_mask = None if key_mask is None else key_mask[:, None, None, :]  # [B, 1, 1, L]
-        for layer in self.layers:
-            x = layer(x, cos, sin, attn_mask)
+        if attn_mask is None and (key_mask is not None or past_mask is not None):
+            keys = key_mask if key_mask is not None else torch.ones(b, n, dtype=torch.bool, device=x.device)
+            if past is not None:
+                pm = past_mask if past_mask is not None else torch.ones(
+                    b, past[0][0].shape[2], dtype=torch.bool, device=x.device)
+                keys = torch.cat([pm, keys], 1)
+            attn_mask = keys[:, None, None, :]  # [B, 1, 1, Lp+L]
+        for i, layer in enumerate(self.layers):
+            x, kv = layer(x, cos, sin, attn_mask, None if past is None else past[i])
+            if kv_out is not None:
+                kv_out.append(kv)
         return self.norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,136 @@
+"""Caches as explicit objects passed into the loop, one contract for all (STYLE rule 6).
+
+``logits(runner, canvas, rows, lo, hi, refresh)`` returns logits for canvas slots ``[lo, hi)`` of ``rows``;
+``refresh`` is True on the first step of a block. Each cache owns its refresh rule and its buffers
+(allocated once per decode in ``reset``), and counts the query positions it computed.
+
+For a bidirectional backbone (LLaDA, Dream) the keys/values of the prompt and of later blocks depend on
+the canvas, so reusing them is an approximation (Fast-dLLM, arXiv 2505.22618): these caches are measured
+for accuracy, not claimed exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..core.backbones.transformer import KV
+from ..core.config import config_from_dict
+from ..core.registry import Registry
+from .canvas import Canvas
+from .runner import ModelRunner
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """This cache has no hyper-parameters."""
+
+
+class Cache:
+    config_cls: ClassVar[type] = NoConfig
+    name: ClassVar[str] = ""
+    exact: ClassVar[bool] = True
+    """True when the cache provably gives the same tokens as recomputing everything."""
+
+    def __init__(self, config: Any = None) -> None:
+        if isinstance(config, dict):
+            config = config_from_dict(self.config_cls, config, where=f"cache {self.name!r}")
+        self.config = config if config is not None else self.config_cls()
+        self.stats: dict[str, int] = {}
+
+    def reset(self, canvas: Canvas) -> None:
+        self.stats = {"forwards": 0, "refreshes": 0, "positions_computed": 0}
+
+    def logits(self, runner: ModelRunner, canvas: Canvas, rows: torch.Tensor | None, lo: int, hi: int,
+               refresh: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _count(self, rows: torch.Tensor | None, canvas: Canvas, positions: int) -> None:
+        b = canvas.batch_size if rows is None else rows.numel()
+        self.stats["forwards"] += 1
+        self.stats["positions_computed"] += b * positions
+
+
+CACHES: Registry[type[Cache]] = Registry("cache")
+
+
+def register_cache(name: str):
+    def deco(cls: type[Cache]) -> type[Cache]:
+        cls.name = name
+        return CACHES.register(name)(cls)
+
+    return deco
+
+
+def build_cache(name: str, config: dict[str, Any] | None = None) -> Cache:
+    return CACHES.get(name)(config)
+
+
+@register_cache("none")
+class NoCache(Cache):
+    """Recompute every position at every step (the reference)."""
+
+    def logits(self, runner, canvas, rows, lo, hi, refresh):
+        self._count(rows, canvas, canvas.tokens.shape[1])
+        return runner.forward(canvas, rows, lo, hi)
+
+
+class _KVCache(Cache):
+    """Keep every layer's keys/values from the full forward at each block's start; reuse some columns."""
+
+    exact = False
+
+    def reset(self, canvas: Canvas) -> None:
+        super().reset(canvas)
+        self.kv: list[KV] | None = None  # per layer [B, Hkv, L, hd], allocated at the first refresh
+
+    def reused(self, canvas: Canvas, runner: ModelRunner, lo: int, hi: int) -> tuple[int, int]:
+        """Columns ``[c0, c1)`` recomputed each step; all others come from the cache."""
+        raise NotImplementedError
+
+    def logits(self, runner, canvas, rows, lo, hi, refresh):
+        n = canvas.tokens.shape[1]
+        s0, s1 = runner.slot_columns(canvas, lo, hi)
+        idx = torch.arange(canvas.batch_size, device=canvas.tokens.device) if rows is None else rows
+        if refresh or self.kv is None:
+            kv: list[KV] = []
+            h = runner.hidden(canvas, rows, 0, n, kv_out=kv)
+            if self.kv is None:
+                self.kv = [(torch.zeros((canvas.batch_size, *k.shape[1:]), dtype=k.dtype, device=k.device),
+                            torch.zeros((canvas.batch_size, *v.shape[1:]), dtype=v.dtype, device=v.device))
+                           for k, v in kv]
+            for (kb, vb), (k, v) in zip(self.kv, kv, strict=True):
+                kb[idx], vb[idx] = k, v
+            self.stats["refreshes"] += 1
+            self._count(rows, canvas, n)
+            return runner.head(h[:, s0:s1])
+        c0, c1 = self.reused(canvas, runner, lo, hi)
+        keep = torch.ones(n, dtype=torch.bool, device=canvas.tokens.device)
+        keep[c0:c1] = False
+        past = [(kb[idx][:, :, keep], vb[idx][:, :, keep]) for kb, vb in self.kv]
+        past_mask = canvas.key_mask[idx][:, keep]
+        h = runner.hidden(canvas, rows, c0, c1, past=past, past_mask=past_mask)
+        self._count(rows, canvas, c1 - c0)
+        return runner.head(h[:, s0 - c0 : s1 - c0])
+
+
+@register_cache("prefix")
+class PrefixCache(_KVCache):
+    """Fast-dLLM prefix cache: prompt and finished blocks reused, the rest recomputed each step.
+
+    The cache refreshes at each block start; the current block and everything after it are recomputed."""
+
+    def reused(self, canvas, runner, lo, hi):
+        return runner.slot_columns(canvas, lo, hi)[0], canvas.tokens.shape[1]
+
+
+@register_cache("dual")
+class DualCache(_KVCache):
+    """Fast-dLLM dual cache: prefix and suffix reused, only the current block recomputed each step.
+
+    Both the prefix and the later, still-masked blocks are refreshed at each block start."""
+
+    def reused(self, canvas, runner, lo, hi):
+        return runner.slot_columns(canvas, lo, hi)
