@@ -114,6 +114,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     raise SystemExit(f"unknown training recipe {args.what!r}; known: text")
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .pipelines.bench_decode import BenchConfig, main
+
+    cfg = BenchConfig(gen_lengths=tuple(args.gen_lengths), batch_sizes=tuple(args.batch_sizes),
+                      block_length=args.block_length, n_per_task=args.n_per_task, device=args.device)
+    main(args.model, cfg, args.json, args.plot, quick=args.quick)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="unmask", description="masked-diffusion language models, one decoding core")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -130,6 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=16)
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_eval)
+    bn = sub.add_parser("bench", help="benchmarks printed side by side in one run")
+    bn.add_argument("what", choices=["decode"])
+    bn.add_argument("--model", default="tiny-text")
+    bn.add_argument("--device", default="cpu")
+    bn.add_argument("--gen-lengths", type=int, nargs="+", default=[64, 256])
+    bn.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    bn.add_argument("--block-length", type=int, default=32)
+    bn.add_argument("--n-per-task", type=int, default=10)
+    bn.add_argument("--plot", default=None, help="write the accuracy vs tokens/s Pareto plot to this PNG")
+    bn.add_argument("--json", action="store_true")
+    bn.add_argument("--quick", action="store_true", help="baseline and threshold, no cache and dual cache only")
+    bn.set_defaults(fn=cmd_bench)
     sub.add_parser("models", help="list shipped models").set_defaults(fn=cmd_models)
     sub.add_parser("policies", help="list unmasking policies and caches").set_defaults(fn=cmd_policies)
     t = sub.add_parser("train", help="train a reference model from its recipe")

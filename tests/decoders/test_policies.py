@@ -26,7 +26,7 @@ def test_one_step_contract(name):
         assert x0.shape == (3, 8) and commit.dtype == torch.bool
         assert not (commit & ~eligible).any(), "committed a slot that was not eligible"
         assert (commit.sum(1) >= 1).all(), "every row must make progress"
-        if steps_left == 1 and name != "threshold":
+        if steps_left == 1 and policy.follows_budget:
             assert torch.equal(commit, eligible), "the last step of a budget commits everything left"
 
 
@@ -38,15 +38,20 @@ def test_loop_fills_canvas_and_keeps_fixed_slots(tiny_runner, name, block_length
     init[[2, 7]] = torch.tensor([40, 41])
     fixed = torch.zeros(g, dtype=torch.bool)
     fixed[[2, 7]] = True
-    canvas = Canvas.build(_prompts(), g, mask_id=MASK_ID, pad_id=0, init_tokens=[init, None, init],
-                          fixed_masks=[fixed, None, fixed])
-    params = SamplingParams(gen_length=g, block_length=block_length, steps=6, temperature=0.7, seed=3,
-                            stop_at_eos=False)
-    res = denoise(tiny_runner, canvas, build_policy(name), params, eos_id=None)
+    canvas = Canvas.build(
+        _prompts(), g, mask_id=MASK_ID, pad_id=0, init_tokens=[init, None, init], fixed_masks=[fixed, None, fixed]
+    )
+    params = SamplingParams(
+        gen_length=g, block_length=block_length, steps=6, temperature=0.7, seed=3, stop_at_eos=False
+    )
+    policy = build_policy(name)
+    res = denoise(tiny_runner, canvas, policy, params, eos_id=None)
     assert not (res.tokens == MASK_ID).any()
     assert torch.equal(res.tokens[[0, 2]][:, [2, 7]], torch.tensor([[40, 41], [40, 41]]))
     assert (res.commit_step[1] > 0).all() and (res.commit_step[0, [2, 7]] == 0).all()
-    if name != "threshold":
+    if policy.follows_budget:
+        assert res.nfe.max() <= 6, "budgeted policies finish within the step budget"
+    if name in ("low_confidence", "random", "margin", "entropy"):
         assert res.nfe.tolist() == [6, 6, 6], "fixed-step policies use exactly the step budget"
     # semi-autoregressive blocks: a later block is never committed before an earlier one finishes
     if block_length:
@@ -56,8 +61,9 @@ def test_loop_fills_canvas_and_keeps_fixed_slots(tiny_runner, name, block_length
 
 def test_low_confidence_spreads_tokens_evenly(tiny_runner):
     canvas = Canvas.build(_prompts()[:1], 10, mask_id=MASK_ID, pad_id=0)
-    res = denoise(tiny_runner, canvas, build_policy("low_confidence"), SamplingParams(gen_length=10, steps=4),
-                  eos_id=None)
+    res = denoise(
+        tiny_runner, canvas, build_policy("low_confidence"), SamplingParams(gen_length=10, steps=4), eos_id=None
+    )
     per_step = torch.bincount(res.commit_step[0])[1:].tolist()
     assert per_step == [3, 3, 2, 2]  # LLaDA's get_num_transfer_tokens schedule
 
@@ -143,3 +149,91 @@ def test_caches_refresh_once_per_block(tiny_runner, name):
         n = canvas.tokens.shape[1]
         expect = 3 * (3 * n + 3 * 3 * per_step) if name == "dual" else 3 * 12 * n
         assert res.cache_stats["positions_computed"] == expect
+
+
+def test_factor_rule_counts():
+    """(n + 1)(1 - c_n) < f: confidences .99, .95, .9, .5 with f = 1 commit 3 (4 * .1 = .4 < 1, 5 * .5 >= 1)."""
+    probs = torch.tensor([[0.99, 0.95, 0.9, 0.5]])
+    logits = torch.stack([probs.log(), (1 - probs).log()], -1)  # token 0 with confidence c
+    x0, commit = build_policy("factor", {"factor": 1.0}).step(
+        logits, StepContext(torch.ones(1, 4, dtype=torch.bool), 4, 0.0)
+    )
+    assert commit.tolist() == [[True, True, True, False]]
+
+
+@pytest.mark.parametrize("name", ["early_commit", "early_exit"])
+def test_early_policies_fill_everything_when_sure(name):
+    sure = torch.full((2, 6, 5), -20.0)
+    sure[..., 0] = 20.0
+    unsure = torch.zeros(2, 6, 5)
+    unsure[..., 0] = 0.1
+    elig = torch.ones(2, 6, dtype=torch.bool)
+    policy = build_policy(name)
+    assert policy.step(sure, StepContext(elig, 6, 0.0))[1].all()
+    assert policy.step(unsure, StepContext(elig, 6, 0.0))[1].sum(-1).tolist() == [1, 1]
+
+
+def test_credit_rewards_stable_predictions():
+    """The same logits twice: the second step commits more, because the slots kept their top token."""
+    policy = build_policy("credit", {"threshold": 0.8})
+    policy.reset(1, 4, torch.device("cpu"))
+    probs = torch.tensor([[0.75, 0.7, 0.6, 0.3]])
+    logits = torch.stack([probs.log(), (1 - probs).log()], -1)
+    elig = torch.ones(1, 4, dtype=torch.bool)
+    first = policy.step(logits, StepContext(elig, 4, 0.0))[1]
+    second = policy.step(logits, StepContext(elig, 4, 0.0))[1]
+    assert first.sum() < second.sum()
+    assert (policy.credit[0] > probs[0]).all()
+
+
+@pytest.mark.parametrize("name", ["low_confidence", "threshold", "factor", "credit"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_block_causal_cache_is_exact(name, batch):
+    """On a block-causal backbone the block_causal cache gives the same tokens as no cache."""
+    import dataclasses
+
+    from tests.conftest import TINY
+    from unmask.core.backbones import BackboneInfo
+    from unmask.core.checkpoint import random_backbone
+    from unmask.decoders import ModelRunner, build_cache
+
+    info = BackboneInfo("llada", MASK_ID, None, 0, False, block_size=4)
+    runner = ModelRunner(random_backbone(dataclasses.replace(TINY, num_layers=3), seed=7), info)
+    params = SamplingParams(gen_length=12, block_length=4, steps=12, stop_at_eos=False)
+    out = {}
+    for cache in ("none", "block_causal"):
+        canvas = Canvas.build(_prompts()[:batch], 12, mask_id=MASK_ID, pad_id=0)
+        out[cache] = denoise(runner, canvas, build_policy(name), params, cache=build_cache(cache))
+    assert torch.equal(out["none"].tokens, out["block_causal"].tokens)
+    assert torch.equal(out["none"].nfe, out["block_causal"].nfe)
+    assert build_cache("block_causal").exact and not build_cache("dual").exact
+    n = out["none"].cache_stats["positions_computed"]
+    assert out["block_causal"].cache_stats["positions_computed"] < n / 2
+
+
+def test_block_causal_mask_hides_later_blocks():
+    """Changing a later block leaves earlier slots' logits untouched; on a bidirectional model it does not."""
+    import dataclasses
+
+    from tests.conftest import TINY
+    from unmask.core.backbones import BackboneInfo
+    from unmask.core.checkpoint import random_backbone
+    from unmask.decoders import ModelRunner
+
+    model = random_backbone(dataclasses.replace(TINY, num_layers=2), seed=2)
+    for block_size, same in ((4, True), (None, False)):
+        runner = ModelRunner(model, BackboneInfo("llada", MASK_ID, None, 0, False, block_size=block_size))
+        a = Canvas.build(_prompts()[:1], 8, mask_id=MASK_ID, pad_id=0)
+        b = Canvas.build(_prompts()[:1], 8, mask_id=MASK_ID, pad_id=0)
+        b.tokens[0, -2:] = 30
+        la, lb = runner.forward(a, None, 0, 4), runner.forward(b, None, 0, 4)
+        assert torch.allclose(la, lb, atol=1e-6) == same
+
+
+def test_block_causal_cache_refuses_bidirectional(tiny_runner):
+    from unmask.decoders import build_cache
+
+    canvas = Canvas.build(_prompts(), 8, mask_id=MASK_ID, pad_id=0)
+    with pytest.raises(ValueError, match="only for block-causal backbones"):
+        denoise(tiny_runner, canvas, build_policy("low_confidence"), SamplingParams(gen_length=8, block_length=4),
+                cache=build_cache("block_causal"))

@@ -90,6 +90,10 @@ class _KVCache(Cache):
         """Columns ``[c0, c1)`` recomputed each step; all others come from the cache."""
         raise NotImplementedError
 
+    def visible(self, canvas: Canvas, runner: ModelRunner, lo: int, hi: int) -> torch.Tensor:
+        """``[L]`` bool: cached columns worth passing to the forward (all, for bidirectional attention)."""
+        return torch.ones(canvas.tokens.shape[1], dtype=torch.bool, device=canvas.tokens.device)
+
     def logits(self, runner, canvas, rows, lo, hi, refresh):
         n = canvas.tokens.shape[1]
         s0, s1 = runner.slot_columns(canvas, lo, hi)
@@ -109,9 +113,10 @@ class _KVCache(Cache):
         c0, c1 = self.reused(canvas, runner, lo, hi)
         keep = torch.ones(n, dtype=torch.bool, device=canvas.tokens.device)
         keep[c0:c1] = False
+        keep &= self.visible(canvas, runner, lo, hi)
         past = [(kb[idx][:, :, keep], vb[idx][:, :, keep]) for kb, vb in self.kv]
         past_mask = canvas.key_mask[idx][:, keep]
-        h = runner.hidden(canvas, rows, c0, c1, past=past, past_mask=past_mask)
+        h = runner.hidden(canvas, rows, c0, c1, past=past, past_mask=past_mask, past_cols=keep.nonzero().squeeze(1))
         self._count(rows, canvas, c1 - c0)
         return runner.head(h[:, s0 - c0 : s1 - c0])
 
@@ -134,3 +139,25 @@ class DualCache(_KVCache):
 
     def reused(self, canvas, runner, lo, hi):
         return runner.slot_columns(canvas, lo, hi)
+
+
+@register_cache("block_causal")
+class BlockCausalCache(_KVCache):
+    """Exact prefix cache for block-causal backbones: prompt and finished blocks never see later slots,
+    so their keys/values are final once their block is done; only the current block is recomputed."""
+
+    exact = True
+
+    def reused(self, canvas, runner, lo, hi):
+        if runner.info.block_size is None:
+            raise ValueError(
+                "cache 'block_causal' is exact only for block-causal backbones (config block_causal_size); "
+                "use 'prefix' or 'dual' for bidirectional models such as LLaDA and Dream"
+            )
+        if hi - lo != runner.info.block_size:
+            raise ValueError(f"block_length {hi - lo} must equal the backbone's block size {runner.info.block_size}")
+        return runner.slot_columns(canvas, lo, hi)
+
+    def visible(self, canvas, runner, lo, hi):
+        cols = torch.arange(canvas.tokens.shape[1], device=canvas.tokens.device)
+        return cols < runner.slot_columns(canvas, lo, hi)[0]

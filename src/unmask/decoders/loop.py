@@ -93,6 +93,7 @@ def denoise(
     """Fill ``canvas`` block by block; each step the policy sees logits of the current block only."""
     cache = cache or NoCache()
     cache.reset(canvas)
+    policy.reset(canvas.batch_size, canvas.gen_length, canvas.tokens.device)
     gen = torch.Generator(device=canvas.tokens.device).manual_seed(params.seed)
     g, nb = canvas.gen_length, params.num_blocks
     forward_s, step, t0 = 0.0, 0, time.perf_counter()
@@ -110,8 +111,8 @@ def denoise(
             logits = cache.logits(runner, canvas, rows, lo, hi, refresh=s == 0)  # [b, W, V]
             forward_s += time.perf_counter() - tf
             elig = eligible if rows is None else eligible[rows]
-            x0, commit = policy.step(logits, StepContext(elig, max(1, params.steps_per_block - s),
-                                                         params.temperature, gen))
+            ctx = StepContext(elig, max(1, params.steps_per_block - s), params.temperature, gen, rows, lo)
+            x0, commit = policy.step(logits, ctx)
             step += 1
             canvas.apply(rows, x0, commit & elig, step, lo)
         else:

@@ -28,6 +28,10 @@ class StepContext:
     """Sampling temperature (0 = greedy)."""
     generator: torch.Generator | None = None
     """RNG for sampling and random orders (seeded per request batch)."""
+    rows: torch.Tensor | None = None
+    """``[B]`` batch rows these logits belong to (None = all rows), for policies that keep history."""
+    lo: int = 0
+    """Canvas slot of the window's first column."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,9 @@ class Policy:
 
     config_cls: ClassVar[type] = NoConfig
     name: ClassVar[str] = ""
+    follows_budget: ClassVar[bool] = True
+    """True when the policy finishes a block within its step budget (the last budgeted step commits all);
+    adaptive policies (threshold, factor) ignore the budget and take as many steps as confidence needs."""
 
     def __init__(self, config: Any = None) -> None:
         if config is None:
@@ -49,6 +56,9 @@ class Policy:
         elif not isinstance(config, self.config_cls):
             raise TypeError(f"policy {self.name!r} takes a {self.config_cls.__name__}, got {type(config).__name__}")
         self.config = config
+
+    def reset(self, batch_size: int, gen_length: int, device: torch.device) -> None:
+        """Called once per decode; policies with history (credit) allocate it here."""
 
     def step(self, logits: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -140,8 +150,147 @@ class Threshold(Policy):
     Ignores the step budget: the number of forwards adapts to how sure the model is."""
 
     config_cls = ThresholdConfig
+    follows_budget = False
 
     def step(self, logits: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
         x0, conf = sample_tokens(logits, ctx.temperature, ctx.generator)
+        best = select_top_k(conf, ctx.eligible, torch.ones_like(conf[:, 0], dtype=torch.long))
+        return x0, ((conf > self.config.threshold) & ctx.eligible) | best
+
+
+@dataclass(frozen=True)
+class FactorConfig:
+    factor: float = 1.0
+    """Commit the largest n with (n + 1) * (1 - c_n) < factor, c_n the n-th highest confidence (Fast-dLLM)."""
+
+    def __post_init__(self) -> None:
+        if self.factor <= 0:
+            raise ValueError(f"factor must be positive, got {self.factor}")
+
+
+@register_policy("factor")
+class Factor(Policy):
+    """Fast-dLLM factor rule: commit more slots the more confident the top ones are.
+
+    Sorting confidences c_1 >= c_2 >= ..., n slots are committed for the largest n with
+    (n + 1)(1 - c_n) < factor; at least one."""
+
+    config_cls = FactorConfig
+    follows_budget = False
+
+    def step(self, logits: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        x0, conf = sample_tokens(logits, ctx.temperature, ctx.generator)
+        conf = conf.masked_fill(~ctx.eligible, 0.0)
+        c = conf.sort(dim=-1, descending=True).values  # [B, W]
+        n = torch.arange(1, c.shape[-1] + 1, device=c.device)
+        ok = ((n + 1) * (1 - c) < self.config.factor) & (c > 0)
+        # ok is monotone in n only roughly; count the prefix of consecutive passes
+        k = ok.int().cumprod(-1).sum(-1).clamp_min(1)
+        return x0, select_top_k(conf, ctx.eligible, k)
+
+
+@dataclass(frozen=True)
+class EarlyCommitConfig:
+    gaps: tuple[float, ...] = (7.5, 5.0, 2.5)
+    """Top-2 log-probability gap needed to fill every remaining slot, per progress stage (Prophet)."""
+    stages: tuple[float, ...] = (0.33, 0.67)
+    """Fraction of the block committed at which the next, lower gap applies."""
+
+    def __post_init__(self) -> None:
+        if len(self.gaps) != len(self.stages) + 1:
+            raise ValueError(f"need one more gap than stage boundaries, got gaps={self.gaps} stages={self.stages}")
+        if list(self.stages) != sorted(self.stages) or not all(0 < s < 1 for s in self.stages):
+            raise ValueError(f"stages must increase within (0, 1), got {self.stages}")
+
+
+@register_policy("early_commit")
+class EarlyCommit(Policy):
+    """Prophet: decode by low confidence until the top-2 gap says the answer is settled, then fill all.
+
+    The gap is the mean over the row's eligible slots of log p1 - log p2; the needed gap falls as the block
+    fills (arXiv 2508.19982)."""
+
+    config_cls = EarlyCommitConfig
+
+    def step(self, logits: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        x0, conf = sample_tokens(logits, ctx.temperature, ctx.generator)
+        top = logits.log_softmax(-1).topk(2, dim=-1).values
+        gap = ((top[..., 0] - top[..., 1]) * ctx.eligible).sum(-1) / ctx.eligible.sum(-1).clamp_min(1)  # [B]
+        progress = 1 - ctx.eligible.sum(-1) / ctx.eligible.shape[-1]
+        stage = torch.bucketize(progress, torch.tensor(self.config.stages, device=progress.device))
+        need = torch.tensor(self.config.gaps, device=gap.device)[stage]
+        commit = select_top_k(conf, ctx.eligible, even_quota(ctx))
+        return x0, torch.where((gap >= need)[:, None], ctx.eligible, commit)
+
+
+@dataclass(frozen=True)
+class EarlyExitConfig:
+    start: float = 0.99
+    """Confidence every remaining slot must reach to exit at progress 0."""
+    end: float = 0.7
+    """Confidence needed at progress 1; linear in between (SchED's progress-aware schedule)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.end <= self.start <= 1:
+            raise ValueError(f"need 0 < end <= start <= 1, got start={self.start} end={self.end}")
+
+
+@register_policy("early_exit")
+class EarlyExit(Policy):
+    """SchED-style early exit: low-confidence steps until every remaining slot clears a falling bar.
+
+    The bar moves from ``start`` to ``end`` as the block fills; then all remaining slots commit at once."""
+
+    config_cls = EarlyExitConfig
+
+    def step(self, logits: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        x0, conf = sample_tokens(logits, ctx.temperature, ctx.generator)
+        progress = 1 - ctx.eligible.sum(-1) / ctx.eligible.shape[-1]  # [B]
+        bar = self.config.start - (self.config.start - self.config.end) * progress
+        lowest = conf.masked_fill(~ctx.eligible, 1.0).min(-1).values
+        commit = select_top_k(conf, ctx.eligible, even_quota(ctx))
+        return x0, torch.where((lowest >= bar)[:, None], ctx.eligible, commit)
+
+
+@dataclass(frozen=True)
+class CreditConfig:
+    threshold: float = 0.9
+    """Commit slots whose credit-fused confidence exceeds this (at least one per step)."""
+    decay: float = 0.7
+    """Weight of past credit at each step; credit resets when a slot's top prediction changes."""
+    strength: float = 1.0
+    """How much accumulated credit raises the logit of the token it backs."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1 or not 0 <= self.decay < 1 or self.strength < 0:
+            raise ValueError(f"need 0 < threshold <= 1, 0 <= decay < 1, strength >= 0; got {self}")
+
+
+@register_policy("credit")
+class Credit(Policy):
+    """Credit decoding: a slot that keeps predicting the same token earns credit, which boosts it.
+
+    Each slot keeps its current top token and a decayed sum of that token's probability over past steps;
+    the credit is added to the token's logit before a threshold commit, so stable predictions commit
+    earlier (CreditDecoding, arXiv 2510.06133). History is one token per slot, not a full distribution."""
+
+    config_cls = CreditConfig
+    follows_budget = False
+
+    def reset(self, batch_size: int, gen_length: int, device: torch.device) -> None:
+        self.token = torch.full((batch_size, gen_length), -1, dtype=torch.long, device=device)
+        self.credit = torch.zeros((batch_size, gen_length), device=device)
+
+    def step(self, logits: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        if not hasattr(self, "credit"):
+            self.reset(logits.shape[0], ctx.lo + logits.shape[1], logits.device)
+        rows = torch.arange(logits.shape[0], device=logits.device) if ctx.rows is None else ctx.rows
+        cols = slice(ctx.lo, ctx.lo + logits.shape[1])
+        token, credit = self.token[rows, cols], self.credit[rows, cols]  # [b, W]
+        top_p, top = logits.softmax(-1).max(-1)
+        credit = torch.where(top == token, self.config.decay * credit, 0.0) + top_p
+        self.token[rows, cols], self.credit[rows, cols] = top, credit
+        fused = logits.scatter_add(-1, top[..., None], self.config.strength * credit[..., None])
+        x0, conf = sample_tokens(fused, ctx.temperature, ctx.generator)
         best = select_top_k(conf, ctx.eligible, torch.ones_like(conf[:, 0], dtype=torch.long))
         return x0, ((conf > self.config.threshold) & ctx.eligible) | best

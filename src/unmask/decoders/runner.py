@@ -52,13 +52,29 @@ class ModelRunner:
         past: list[KV] | None = None,
         past_mask: torch.Tensor | None = None,
         kv_out: list[KV] | None = None,
+        past_cols: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Hidden states ``[b, c1-c0, D]`` of sequence columns ``[c0, c1)``, attending also to ``past``."""
+        """Hidden states ``[b, c1-c0, D]`` of sequence columns ``[c0, c1)``, attending also to ``past``
+        (keys/values of sequence columns ``past_cols``)."""
         sel = _rows(rows)
+        key_mask = sel(canvas.key_mask[:, c0:c1])
+        attn_mask = None
+        if self.info.block_size is not None:
+            dev = canvas.tokens.device
+            q_cols = torch.arange(c0, c1, device=dev)
+            k_cols = q_cols if past_cols is None else torch.cat([past_cols, q_cols])
+            keys = key_mask if past_mask is None else torch.cat([past_mask, key_mask], 1)
+            allowed = self.block_of(canvas, k_cols)[None, :] <= self.block_of(canvas, q_cols)[:, None]
+            attn_mask = allowed[None, None] & keys[:, None, None, :]  # [b, 1, Lq, Lk]
         return self.model(
             inputs_embeds=self.embed(canvas, rows, c0, c1), position_ids=sel(canvas.positions[:, c0:c1]),
-            key_mask=sel(canvas.key_mask[:, c0:c1]), past=past, past_mask=past_mask, kv_out=kv_out,
+            key_mask=key_mask, attn_mask=attn_mask, past=past, past_mask=past_mask, kv_out=kv_out,
         )
+
+    def block_of(self, canvas: Canvas, cols: torch.Tensor) -> torch.Tensor:
+        """Attention block of each sequence column: -1 for the prompt, then one id per canvas block."""
+        return torch.where(cols < canvas.prefix_len, -1,
+                           torch.div(cols - canvas.prefix_len, self.info.block_size, rounding_mode="floor"))
 
     def slot_columns(self, canvas: Canvas, lo: int, hi: int) -> tuple[int, int]:
         """Sequence columns whose hidden states predict canvas slots ``[lo, hi)`` (one earlier for Dream)."""

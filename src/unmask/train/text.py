@@ -63,6 +63,8 @@ class TextTrainConfig:
     """Write the checkpoint every this many steps (the run can be stopped at any save)."""
     threads: int = 2
     """CPU threads for torch."""
+    init_from: str | None = None
+    """Start from this checkpoint (and reuse its tokenizer) instead of from scratch: a second phase."""
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0:
@@ -112,22 +114,33 @@ def train(cfg: TextTrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    corpus_rng = stream("train", cfg.seed + 99, cfg.tasks)
-    corpus = []
-    for _ in range(20000):
-        it = next(corpus_rng)
-        corpus.append(f"<|user|>{it.prompt}<|assistant|>{it.answer}")
-    tok = train_bpe(corpus, cfg.vocab_size, out)
-    mcfg = TransformerConfig(
-        vocab_size=tok.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-        num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=cfg.max_position_embeddings,
-    )
-    model = Transformer(mcfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                torch.nn.init.normal_(p, std=0.02)
+    if cfg.init_from:
+        import shutil
+
+        from ..core.checkpoint import load_backbone
+
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            if Path(cfg.init_from).resolve() != out.resolve():
+                shutil.copy(Path(cfg.init_from) / name, out / name)
+        tok = TextTokenizer(out)
+        model = load_backbone(cfg.init_from).model
+    else:
+        corpus_rng = stream("train", cfg.seed + 99, cfg.tasks)
+        corpus = []
+        for _ in range(20000):
+            it = next(corpus_rng)
+            corpus.append(f"<|user|>{it.prompt}<|assistant|>{it.answer}")
+        tok = train_bpe(corpus, cfg.vocab_size, out)
+        mcfg = TransformerConfig(
+            vocab_size=tok.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+            num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=cfg.max_position_embeddings,
+        )
+        model = Transformer(mcfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() == 2:
+                    torch.nn.init.normal_(p, std=0.02)
     info = BackboneInfo(family="llada", mask_id=tok.mask_id, eos_id=tok.eos_id, pad_id=tok.pad_id,
                         shift_logits=False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))

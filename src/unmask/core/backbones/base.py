@@ -23,6 +23,9 @@ class BackboneInfo:
     """Padding id, when the checkpoint names one."""
     shift_logits: bool
     """True when position i is predicted from the output at i-1 (Dream)."""
+    block_size: int | None = None
+    """None: bidirectional attention. Otherwise block-causal (block-diffusion models): canvas slots see
+    the prompt and their own and earlier blocks of this size; the prompt sees only itself."""
 
 
 class BackboneFamily:
@@ -58,6 +61,7 @@ class BackboneFamily:
             eos_id=raw.get("eos_token_id"),
             pad_id=raw.get("pad_token_id"),
             shift_logits=cls.shift_logits,
+            block_size=raw.get("block_causal_size"),
         )
 
     @classmethod

@@ -1,0 +1,133 @@
+"""``unmask bench decode``: every policy x cache on the held-out tasks, side by side in one run.
+
+Per configuration it reports exact-match accuracy, NFE (forwards per sequence), TPF (canvas tokens per
+forward), tokens/s (canvas tokens per second of wall time), the share of wall time outside the model's
+forward, and peak memory (CUDA: allocator peak; CPU: process peak RSS, which only grows).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..decoders import SamplingParams, build_cache, build_policy
+from ..modalities.text.tasks import held_out
+from .generate import TextGenerator
+
+BASELINE = ("low_confidence", {})
+POLICY_GRID: list[tuple[str, dict]] = [
+    BASELINE,
+    ("threshold", {"threshold": 0.9}),
+    ("factor", {"factor": 1.0}),
+    ("early_commit", {}),
+    ("early_exit", {}),
+    ("credit", {"threshold": 0.9}),
+]
+CACHE_GRID = ["none", "prefix", "dual"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    gen_lengths: tuple[int, ...] = (64, 256)
+    """Canvas lengths to run."""
+    batch_sizes: tuple[int, ...] = (1, 8)
+    """Requests decoded together."""
+    block_length: int = 32
+    """Semi-autoregressive block size (LLaDA's default)."""
+    n_per_task: int = 10
+    """Held-out prompts per task."""
+    device: str = "cpu"
+    """cpu or cuda."""
+
+
+def _peak_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_one(gen: TextGenerator, items, policy: tuple[str, dict], cache: str, gen_length: int, batch_size: int,
+            block_length: int, device: str) -> dict:
+    params = SamplingParams(gen_length=gen_length, block_length=min(block_length, gen_length), steps=gen_length)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    correct = nfe = 0
+    forward_s = 0.0
+    t0 = time.perf_counter()
+    for i in range(0, len(items), batch_size):
+        chunk = items[i : i + batch_size]
+        outs = gen.generate([it.prompt for it in chunk], params, build_policy(*policy), build_cache(cache))
+        correct += sum(o.text.strip() == it.answer for o, it in zip(outs, chunk, strict=True))
+        nfe += sum(o.nfe for o in outs)
+        forward_s += outs[0].timings["denoise"]
+    wall = time.perf_counter() - t0
+    n = len(items)
+    return {
+        "policy": policy[0], "cache": cache, "gen_length": gen_length, "batch_size": batch_size,
+        "accuracy": correct / n, "nfe": nfe / n, "tpf": n * gen_length / max(1, nfe),
+        "tokens_per_s": n * gen_length / wall, "overhead_frac": 1 - forward_s / wall,
+        "peak_mem_mb": round(_peak_mb(device), 1),
+    }
+
+
+def run(model: str, cfg: BenchConfig, policies=None, caches=None, progress: bool = True) -> dict:
+    gen = TextGenerator.from_pretrained(model, device=cfg.device)
+    items = held_out(cfg.n_per_task)
+    grid = list(itertools.product(cfg.gen_lengths, cfg.batch_sizes, policies or POLICY_GRID, caches or CACHE_GRID))
+    if progress:
+        from tqdm import tqdm
+
+        grid = tqdm(grid, desc="bench decode")
+    gen.generate([items[0].prompt], SamplingParams(gen_length=cfg.gen_lengths[0]))  # warm-up
+    results = [run_one(gen, items, pol, cache, g, b, cfg.block_length, cfg.device) for g, b, pol, cache in grid]
+    dev = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
+    return {"device": dev, "model": model, "n_items": len(items), "block_length": cfg.block_length,
+            "results": results}
+
+
+def pareto_plot(report: dict, png: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["results"]
+    keys = sorted({(r["gen_length"], r["batch_size"]) for r in rows})
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+    markers = {"none": "o", "prefix": "s", "dual": "^"}
+    for ax, (g, b) in zip(axes[0], keys, strict=True):
+        for r in rows:
+            if (r["gen_length"], r["batch_size"]) != (g, b):
+                continue
+            ax.scatter(r["tokens_per_s"], r["accuracy"], marker=markers.get(r["cache"], "x"))
+            ax.annotate(f"{r['policy']}/{r['cache']}", (r["tokens_per_s"], r["accuracy"]), fontsize=6)
+        ax.set(xscale="log", xlabel="tokens/s", ylabel="exact match", title=f"gen {g}, batch {b}")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{report['model']} on {report['device']}")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+QUICK = {"policies": [BASELINE, ("threshold", {"threshold": 0.9})], "caches": ["none", "dual"]}
+
+
+def main(model: str, cfg: BenchConfig, as_json: bool, plot: str | None, quick: bool = False) -> dict:
+    report = run(model, cfg, progress=not as_json, **(QUICK if quick else {}))
+    if plot:
+        pareto_plot(report, plot)
+    if as_json:
+        print(json.dumps(report))
+    else:
+        print(f"{'policy':>14} {'cache':>6} {'gen':>4} {'bs':>3} {'acc':>6} {'nfe':>6} {'tpf':>5} {'tok/s':>8} "
+              f"{'ovh':>5}")
+        for r in report["results"]:
+            print(f"{r['policy']:>14} {r['cache']:>6} {r['gen_length']:>4} {r['batch_size']:>3} {r['accuracy']:6.3f} "
+                  f"{r['nfe']:6.1f} {r['tpf']:5.2f} {r['tokens_per_s']:8.1f} {r['overhead_frac']:5.2f}")
+    return report

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import json
+
+from tests.pipelines.test_generate import _cli
+
+FIELDS = {"policy", "cache", "gen_length", "batch_size", "accuracy", "nfe", "tpf", "tokens_per_s", "overhead_frac",
+          "peak_mem_mb"}
+
+
+def test_bench_decode_quick_emits_json(tmp_path):
+    png = tmp_path / "pareto.png"
+    out = _cli("bench", "decode", "--quick", "--gen-lengths", "64", "--batch-sizes", "4", "--n-per-task", "1",
+               "--json", "--plot", str(png))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["device"].startswith("cpu")
+    rows = report["results"]
+    assert {(r["policy"], r["cache"]) for r in rows} == {
+        ("low_confidence", "none"), ("low_confidence", "dual"), ("threshold", "none"), ("threshold", "dual")}
+    for r in rows:
+        assert FIELDS <= set(r) and 0 <= r["accuracy"] <= 1 and r["nfe"] > 0 and 0 <= r["overhead_frac"] < 1
+        assert abs(r["tpf"] - 64 / r["nfe"]) < 1e-6
+    base = next(r for r in rows if r["policy"] == "low_confidence" and r["cache"] == "none")
+    fast = next(r for r in rows if r["policy"] == "threshold" and r["cache"] == "none")
+    assert fast["nfe"] < base["nfe"]
+    assert png.stat().st_size > 10_000
