@@ -237,3 +237,35 @@ def test_block_causal_cache_refuses_bidirectional(tiny_runner):
     with pytest.raises(ValueError, match="only for block-causal backbones"):
         denoise(tiny_runner, canvas, build_policy("low_confidence"), SamplingParams(gen_length=8, block_length=4),
                 cache=build_cache("block_causal"))
+
+
+def test_feature_cache_matches_full_forward_when_nothing_changed(tiny_runner):
+    from unmask.decoders import build_cache
+
+    canvas = Canvas.build(_prompts(), 12, mask_id=MASK_ID, pad_id=0)
+    cache = build_cache("feature", {"ratio": 0.25, "response_interval": 100})
+    cache.reset(canvas)
+    full = tiny_runner.forward(canvas, None, 4, 8)
+    assert torch.allclose(cache.logits(tiny_runner, canvas, None, 4, 8, refresh=True), full, atol=1e-5)
+    rows = torch.tensor([1, 2])
+    assert torch.allclose(cache.logits(tiny_runner, canvas, rows, 4, 8, refresh=False), full[rows], atol=1e-5)
+    # a changed canvas: the partial step differs from a full recompute, but not by much on the picked slots
+    canvas.tokens[:, canvas.prefix_len + 4 : canvas.prefix_len + 6] = 17
+    assert not torch.allclose(cache.logits(tiny_runner, canvas, None, 4, 8, refresh=False),
+                              tiny_runner.forward(canvas, None, 4, 8), atol=1e-5)
+
+
+def test_feature_cache_refresh_schedule(tiny_runner):
+    """One block of 12 steps, K_p = 8, K_r = 3, ratio 0.25: everything at steps 1 and 9, the whole response
+    at steps 4, 7 and 10, a quarter of it (3 slots) at the other 7 steps."""
+    from unmask.decoders import build_cache
+
+    canvas = Canvas.build(_prompts(), 12, mask_id=MASK_ID, pad_id=0)
+    n, resp = canvas.tokens.shape[1], 12
+    cache = build_cache("feature", {"prompt_interval": 8, "response_interval": 3, "ratio": 0.25})
+    params = SamplingParams(gen_length=12, steps=12, stop_at_eos=False)
+    res = denoise(tiny_runner, canvas, build_policy("low_confidence"), params, cache=cache)
+    assert not (res.tokens == MASK_ID).any()
+    st = res.cache_stats
+    assert st["forwards"] == 12 and st["refreshes"] == 2 and st["response_refreshes"] == 3  # steps 4, 7, 10
+    assert st["positions_computed"] == 3 * (2 * n + 3 * resp + 7 * 3)

@@ -29,7 +29,7 @@ POLICY_GRID: list[tuple[str, dict]] = [
     ("early_exit", {}),
     ("credit", {"threshold": 0.9}),
 ]
-CACHE_GRID = ["none", "prefix", "dual"]
+CACHE_GRID = ["none", "prefix", "dual", "feature"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def pareto_plot(report: dict, png: str | Path) -> None:
     rows = report["results"]
     keys = sorted({(r["gen_length"], r["batch_size"]) for r in rows})
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
-    markers = {"none": "o", "prefix": "s", "dual": "^"}
+    markers = {"none": "o", "prefix": "s", "dual": "^", "feature": "D"}
     for ax, (g, b) in zip(axes[0], keys, strict=True):
         for r in rows:
             if (r["gen_length"], r["batch_size"]) != (g, b):

@@ -121,20 +121,30 @@ class Block(nn.Module):
         ``past`` holds cached keys/values of other positions (already rotated at their own positions);
         they are attended to alongside the chunk, which is how prefix and dual caches skip recomputation.
         """
-        b, n, _ = x.shape
+        q, k, v = self.qkv(self.attn_norm(x), cos, sin)
+        k_all, v_all = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+        x = x + self.attend(q, k_all, v_all, attn_mask)
+        return x + self.mlp(x), (k, v)
+
+    # The pieces below let a feature cache (dLLM-Cache) recompute only some positions of a layer.
+    def qkv(self, hx: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Rotated q ``[B, H, L, hd]`` and k, v ``[B, Hkv, L, hd]`` of normalised inputs ``hx``."""
+        b, n, _ = hx.shape
         cfg = self.cfg
-        hx = self.attn_norm(x)
-        q = self.q(hx).view(b, n, cfg.num_heads, cfg.head_dim).transpose(1, 2)  # [B, H, L, hd]
+        q = self.q(hx).view(b, n, cfg.num_heads, cfg.head_dim).transpose(1, 2)
         k = self.k(hx).view(b, n, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         v = self.v(hx).view(b, n, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        k_all, v_all = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
-        att = F.scaled_dot_product_attention(
-            q, k_all, v_all, attn_mask=attn_mask, enable_gqa=cfg.num_kv_heads != cfg.num_heads
-        )
-        x = x + self.o(att.transpose(1, 2).reshape(b, n, -1))
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """Attention output after ``o``: the residual update ``[B, Lq, D]``."""
+        cfg = self.cfg
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=cfg.num_kv_heads != cfg.num_heads)
+        return self.o(att.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1))
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
         hx = self.mlp_norm(x)
-        return x + self.down(F.silu(self.gate(hx)) * self.up(hx)), (k, v)
+        return self.down(F.silu(self.gate(hx)) * self.up(hx))
 
 
 class Transformer(nn.Module):
