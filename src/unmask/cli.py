@@ -73,9 +73,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      progress=not args.json)
         results.append({"policy": name, **r})
         if not args.json:
-            tasks = "  ".join(f"{k}={v:.2f}" for k, v in r["per_task"].items())
-            print(f"{name:>15}: exact-match {r['accuracy']:.3f}  nfe {r['nfe']:.1f}  tpf {r['tpf']:.2f}  "
-                  f"({r['wall_s']:.1f}s)\n{'':>17}{tasks}")
+            tasks = "  ".join(f"{k}={v:.2f}/{r['token_accuracy_per_task'][k]:.2f}" for k, v in r["per_task"].items())
+            print(f"{name:>15}: exact-match {r['accuracy']:.3f}  token-acc {r['token_accuracy']:.3f}  "
+                  f"nfe {r['nfe']:.1f}  tpf {r['tpf']:.2f}  ({r['wall_s']:.1f}s)\n{'':>17}{tasks}  (exact/token)")
     if args.json:
         print(json.dumps({"model": args.model, "gen_length": params.gen_length, "block_length": params.block_length,
                           "steps": params.steps, "results": results}, indent=2))
@@ -119,7 +119,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     cfg = BenchConfig(gen_lengths=tuple(args.gen_lengths), batch_sizes=tuple(args.batch_sizes),
                       block_length=args.block_length, n_per_task=args.n_per_task, device=args.device)
-    main(args.model, cfg, args.json, args.plot, quick=args.quick)
+    main(args.model, cfg, args.json, args.plot, quick=args.quick, markdown_path=args.markdown,
+         command="unmask " + " ".join(sys.argv[1:]))
     return 0
 
 
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--n-per-task", type=int, default=10)
     bn.add_argument("--plot", default=None, help="write the accuracy vs tokens/s Pareto plot to this PNG")
     bn.add_argument("--json", action="store_true")
+    bn.add_argument("--markdown", default=None, help="also write the results as a Markdown table to this file")
     bn.add_argument("--quick", action="store_true", help="baseline and threshold, no cache and dual cache only")
     bn.set_defaults(fn=cmd_bench)
     sub.add_parser("models", help="list shipped models").set_defaults(fn=cmd_models)

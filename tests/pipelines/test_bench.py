@@ -10,8 +10,8 @@ FIELDS = {"policy", "cache", "gen_length", "batch_size", "accuracy", "nfe", "tpf
 
 def test_bench_decode_quick_emits_json(tmp_path):
     png = tmp_path / "pareto.png"
-    out = _cli("bench", "decode", "--quick", "--gen-lengths", "64", "--batch-sizes", "4", "--n-per-task", "1",
-               "--json", "--plot", str(png))
+    out = _cli("bench", "decode", "--quick", "--gen-lengths", "64", "--batch-sizes", "7", "--n-per-task", "1",
+               "--json", "--plot", str(png), "--markdown", str(tmp_path / "b.md"))
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["device"].startswith("cpu")
@@ -25,3 +25,5 @@ def test_bench_decode_quick_emits_json(tmp_path):
     fast = next(r for r in rows if r["policy"] == "threshold" and r["cache"] == "none")
     assert fast["nfe"] < base["nfe"]
     assert png.stat().st_size > 10_000
+    table = (tmp_path / "b.md").read_text()
+    assert "unmask bench decode --quick" in table and table.count("| threshold | dual | 64 | 7 |") == 1

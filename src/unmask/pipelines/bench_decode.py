@@ -118,10 +118,26 @@ def pareto_plot(report: dict, png: str | Path) -> None:
 QUICK = {"policies": [BASELINE, ("threshold", {"threshold": 0.9})], "caches": ["none", "dual"]}
 
 
-def main(model: str, cfg: BenchConfig, as_json: bool, plot: str | None, quick: bool = False) -> dict:
+def markdown(report: dict, command: str) -> str:
+    """The report as the Markdown table that BENCHMARKS.md holds, with the command and machine."""
+    lines = [f"Measured with `{command}` on {report['device']}; model `{report['model']}`, "
+             f"{report['n_items']} held-out prompts, block length {report['block_length']}.", "",
+             "| policy | cache | gen | batch | accuracy | NFE | TPF | tokens/s | overhead | peak MB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report["results"]:
+        lines.append(f"| {r['policy']} | {r['cache']} | {r['gen_length']} | {r['batch_size']} | {r['accuracy']:.3f} | "
+                     f"{r['nfe']:.1f} | {r['tpf']:.2f} | {r['tokens_per_s']:.1f} | {r['overhead_frac']:.3f} | "
+                     f"{r['peak_mem_mb']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(model: str, cfg: BenchConfig, as_json: bool, plot: str | None, quick: bool = False,
+         markdown_path: str | None = None, command: str = "") -> dict:
     report = run(model, cfg, progress=not as_json, **(QUICK if quick else {}))
     if plot:
         pareto_plot(report, plot)
+    if markdown_path:
+        Path(markdown_path).write_text(markdown(report, command))
     if as_json:
         print(json.dumps(report))
     else:

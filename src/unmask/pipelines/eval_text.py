@@ -10,6 +10,12 @@ from ..modalities.text.tasks import TaskItem, held_out
 from .generate import TextGenerator
 
 
+def token_accuracy(reference: list[int], predicted: list[int]) -> float:
+    """Share of reference answer tokens reproduced at their position (a missing or extra EOS counts wrong)."""
+    hits = sum(a == b for a, b in zip(reference, predicted, strict=False))
+    return hits / max(len(reference), len(predicted), 1)
+
+
 def evaluate(
     gen: TextGenerator,
     params: SamplingParams,
@@ -24,6 +30,7 @@ def evaluate(
 ) -> dict:
     items = items if items is not None else held_out(n_per_task, tasks=tasks)
     correct: dict[str, list[bool]] = defaultdict(list)
+    token_hits: dict[str, list[float]] = defaultdict(list)
     nfe = tokens = 0
     t0 = time.perf_counter()
     batches = range(0, len(items), batch_size)
@@ -36,6 +43,7 @@ def evaluate(
         outs = gen.generate([it.prompt for it in chunk], params, policy, cache)
         for it, out in zip(chunk, outs, strict=True):
             correct[it.task].append(out.text.strip() == it.answer)
+            token_hits[it.task].append(token_accuracy(gen.tokenizer.encode(it.answer), out.token_ids))
             nfe += out.nfe
             tokens += params.gen_length
     per_task = {k: sum(v) / len(v) for k, v in correct.items()}
@@ -43,6 +51,8 @@ def evaluate(
     return {
         "accuracy": sum(sum(v) for v in correct.values()) / n,
         "per_task": per_task,
+        "token_accuracy": sum(sum(v) for v in token_hits.values()) / n,
+        "token_accuracy_per_task": {k: sum(v) / len(v) for k, v in token_hits.items()},
         "n": n,
         "nfe": nfe / n,
         "tpf": tokens / max(1, nfe),
