@@ -118,9 +118,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .pipelines.bench_decode import BenchConfig, main
 
     cfg = BenchConfig(gen_lengths=tuple(args.gen_lengths), batch_sizes=tuple(args.batch_sizes),
-                      block_length=args.block_length, n_per_task=args.n_per_task, device=args.device)
+                      block_length=args.block_length, n_per_task=args.n_per_task, device=args.device,
+                      compile=args.compile)
     main(args.model, cfg, args.json, args.plot, quick=args.quick, markdown_path=args.markdown,
-         command="unmask " + " ".join(sys.argv[1:]))
+         command="unmask " + " ".join(sys.argv[1:]),
+         policies=args.policies.split(",") if args.policies else None,
+         caches=args.caches.split(",") if args.caches else None)
     return 0
 
 
@@ -152,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--json", action="store_true")
     bn.add_argument("--markdown", default=None, help="also write the results as a Markdown table to this file")
     bn.add_argument("--quick", action="store_true", help="baseline and threshold, no cache and dual cache only")
+    bn.add_argument("--policies", default=None, help="comma-separated subset of the policy grid")
+    bn.add_argument("--caches", default=None, help="comma-separated subset of none,prefix,dual,feature")
+    bn.add_argument("--compile", action="store_true", help="torch.compile the backbone (dynamic shapes) first")
     bn.set_defaults(fn=cmd_bench)
     sub.add_parser("models", help="list shipped models").set_defaults(fn=cmd_models)
     sub.add_parser("policies", help="list unmasking policies and caches").set_defaults(fn=cmd_policies)

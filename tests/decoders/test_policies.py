@@ -54,6 +54,7 @@ def test_loop_fills_canvas_and_keeps_fixed_slots(tiny_runner, name, block_length
     if name in ("low_confidence", "random", "margin", "entropy"):
         assert res.nfe.tolist() == [6, 6, 6], "fixed-step policies use exactly the step budget"
     # semi-autoregressive blocks: a later block is never committed before an earlier one finishes
+    # (adaptive_block may pull confident later slots forward; the random model is never that confident)
     if block_length:
         free = res.commit_step[1].view(-1, block_length)
         assert (free[:-1].max(1).values < free[1:].min(1).values).all()
@@ -269,3 +270,31 @@ def test_feature_cache_refresh_schedule(tiny_runner):
     st = res.cache_stats
     assert st["forwards"] == 12 and st["refreshes"] == 2 and st["response_refreshes"] == 3  # steps 4, 7, 10
     assert st["positions_computed"] == 3 * (2 * n + 3 * resp + 7 * 3)
+
+
+def test_adaptive_block_without_growth_is_threshold(tiny_runner):
+    params = SamplingParams(gen_length=12, block_length=4, temperature=0.5, seed=1, stop_at_eos=False)
+    runs = []
+    for policy in (build_policy("threshold", {"threshold": 0.05}),
+                   build_policy("adaptive_block", {"threshold": 0.05, "lookahead": 0})):
+        canvas = Canvas.build(_prompts(), 12, mask_id=MASK_ID, pad_id=0)
+        runs.append(denoise(tiny_runner, canvas, policy, params))
+    assert torch.equal(runs[0].tokens, runs[1].tokens) and torch.equal(runs[0].nfe, runs[1].nfe)
+
+
+def test_adaptive_block_grows_over_confident_slots(tiny_runner):
+    params = SamplingParams(gen_length=16, block_length=4, stop_at_eos=False)
+    canvas = Canvas.build(_prompts(), 16, mask_id=MASK_ID, pad_id=0)
+    grow = build_policy("adaptive_block", {"threshold": 0.99, "grow": 1e-6, "lookahead": 16})
+    res = denoise(tiny_runner, canvas, grow, params)
+    assert not (res.tokens == MASK_ID).any()
+    # step 1 takes one slot of the first block and grows over every later slot; the block then finishes alone
+    assert (res.commit_step[:, 4:] == 1).all() and res.nfe.tolist() == [4, 4, 4]
+    canvas = Canvas.build(_prompts(), 16, mask_id=MASK_ID, pad_id=0)
+    base = denoise(tiny_runner, canvas, build_policy("threshold", {"threshold": 0.99}), params)
+    assert base.nfe.tolist() == [16, 16, 16]
+    # a low-confidence stretch stops the growth: with a high bar nothing past the block is taken early
+    canvas = Canvas.build(_prompts(), 16, mask_id=MASK_ID, pad_id=0)
+    strict = denoise(tiny_runner, canvas, build_policy("adaptive_block", {"threshold": 0.99, "grow": 0.99}), params)
+    free = strict.commit_step.view(3, 4, 4)
+    assert (free[:, :-1].amax(-1) < free[:, 1:].amin(-1)).all()

@@ -19,7 +19,8 @@ def test_bench_decode_quick_emits_json(tmp_path):
     assert {(r["policy"], r["cache"]) for r in rows} == {
         ("low_confidence", "none"), ("low_confidence", "dual"), ("threshold", "none"), ("threshold", "dual")}
     for r in rows:
-        assert FIELDS <= set(r) and 0 <= r["accuracy"] <= 1 and r["nfe"] > 0 and 0 <= r["overhead_frac"] < 1
+        assert FIELDS <= set(r) and 0 <= r["accuracy"] <= 1 and 0 <= r["token_accuracy"] <= 1
+        assert r["nfe"] > 0 and 0 <= r["overhead_frac"] < 1
         assert abs(r["tpf"] - 64 / r["nfe"]) < 1e-6
     base = next(r for r in rows if r["policy"] == "low_confidence" and r["cache"] == "none")
     fast = next(r for r in rows if r["policy"] == "threshold" and r["cache"] == "none")
@@ -27,3 +28,8 @@ def test_bench_decode_quick_emits_json(tmp_path):
     assert png.stat().st_size > 10_000
     table = (tmp_path / "b.md").read_text()
     assert "unmask bench decode --quick" in table and table.count("| threshold | dual | 64 | 7 |") == 1
+
+
+def test_bench_decode_names_unknown_grid_entries():
+    out = _cli("bench", "decode", "--quick", "--policies", "fastest", "--n-per-task", "1")
+    assert out.returncode == 2 and "unknown bench policy ['fastest']" in out.stderr and "adaptive_block" in out.stderr

@@ -90,33 +90,44 @@ def denoise(
     eos_id: int | None = None,
     cache: Cache | None = None,
 ) -> DecodeResult:
-    """Fill ``canvas`` block by block; each step the policy sees logits of the current block only."""
+    """Fill ``canvas`` block by block; each step the policy sees logits of the current block only.
+
+    A policy with ``lookahead > 0`` (``adaptive_block``) also sees that many slots past the block's edge and may
+    commit there; the next block then starts at the first slot still masked, so a block grows while the
+    model stays confident."""
     cache = cache or NoCache()
     cache.reset(canvas)
     policy.reset(canvas.batch_size, canvas.gen_length, canvas.tokens.device)
     gen = torch.Generator(device=canvas.tokens.device).manual_seed(params.seed)
-    g, nb = canvas.gen_length, params.num_blocks
-    forward_s, step, t0 = 0.0, 0, time.perf_counter()
-    for b in range(nb):
-        lo, hi = b * g // nb, (b + 1) * g // nb
-        for s in range(hi - lo + 1):  # a policy commits >= 1 slot per step, so this always suffices
+    g, width, look = canvas.gen_length, canvas.gen_length // params.num_blocks, policy.lookahead
+    forward_s, step, t0, lo = 0.0, 0, time.perf_counter(), 0
+    while lo < g:
+        hi = min(g, lo + width)
+        end = min(g, hi + look)
+        for s in range(hi - lo + 1):  # a policy commits >= 1 slot of the block a step, so this always suffices
             if params.stop_at_eos and eos_id is not None:
                 _finish_at_eos(canvas, eos_id)
-            eligible = canvas.masked()[:, lo:hi] & ~canvas.done[:, None]  # [B, W]
-            active = eligible.any(1)
+            eligible = canvas.masked()[:, lo:end] & ~canvas.done[:, None]  # [B, W]
+            active = eligible[:, : hi - lo].any(1)
             if not bool(active.any()):
                 break
             rows = None if bool(active.all()) else active.nonzero().squeeze(1)
             tf = time.perf_counter()
-            logits = cache.logits(runner, canvas, rows, lo, hi, refresh=s == 0)  # [b, W, V]
+            logits = cache.logits(runner, canvas, rows, lo, end, refresh=s == 0)  # [b, W, V]
             forward_s += time.perf_counter() - tf
             elig = eligible if rows is None else eligible[rows]
-            ctx = StepContext(elig, max(1, params.steps_per_block - s), params.temperature, gen, rows, lo)
+            ctx = StepContext(elig, max(1, params.steps_per_block - s), params.temperature, gen, rows, lo,
+                              block_end=hi - lo)
             x0, commit = policy.step(logits, ctx)
             step += 1
             canvas.apply(rows, x0, commit & elig, step, lo)
         else:
-            raise RuntimeError(f"policy {policy!r} made no progress in block {b}; it must commit >= 1 slot a step")
+            raise RuntimeError(f"policy {policy!r} made no progress in slots [{lo}, {hi}); it must commit >= 1 a step")
+        if look:
+            still = (canvas.masked() & ~canvas.done[:, None])[:, hi:].any(0).nonzero()
+            lo = hi + int(still[0]) if len(still) else g
+        else:
+            lo = hi
     total = time.perf_counter() - t0
     return DecodeResult(
         tokens=canvas.canvas.clone(), nfe=canvas.nfe.clone(), commit_step=canvas.commit_step.clone(),

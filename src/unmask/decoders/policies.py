@@ -32,6 +32,9 @@ class StepContext:
     """``[B]`` batch rows these logits belong to (None = all rows), for policies that keep history."""
     lo: int = 0
     """Canvas slot of the window's first column."""
+    block_end: int | None = None
+    """Window columns ``[0, block_end)`` are the current block; later ones are look-ahead slots (policies with
+    ``lookahead > 0``). None = the whole window is the block."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class Policy:
     follows_budget: ClassVar[bool] = True
     """True when the policy finishes a block within its step budget (the last budgeted step commits all);
     adaptive policies (threshold, factor) ignore the budget and take as many steps as confidence needs."""
+    lookahead: int = 0
+    """Slots past the block's edge this policy wants logits for (and may commit); see ``adaptive_block``."""
 
     def __init__(self, config: Any = None) -> None:
         if config is None:
@@ -294,3 +299,48 @@ class Credit(Policy):
         x0, conf = sample_tokens(fused, ctx.temperature, ctx.generator)
         best = select_top_k(conf, ctx.eligible, torch.ones_like(conf[:, 0], dtype=torch.long))
         return x0, ((conf > self.config.threshold) & ctx.eligible) | best
+
+
+@dataclass(frozen=True)
+class AdaptiveBlockConfig:
+    threshold: float = 0.9
+    """Inside the block: commit every slot above this confidence, at least one (as ``threshold``)."""
+    grow: float = 0.95
+    """Past the block's edge: the block grows over consecutive slots whose confidence stays above this."""
+    lookahead: int = 16
+    """Most slots the block can grow by in one step."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.threshold <= 1 or not 0 < self.grow <= 1 or self.lookahead < 0:
+            raise ValueError(f"need 0 < threshold <= 1, 0 < grow <= 1, lookahead >= 0; got {self}")
+
+
+@register_policy("adaptive_block")
+class AdaptiveBlock(Policy):
+    """Threshold decoding whose block grows while confidence stays high.
+
+    Each step the policy also sees ``lookahead`` slots past the block. Starting at the block's edge, the run of
+    slots that are either already committed or predicted above ``grow`` joins the block and commits now; the
+    next block starts at the first slot still masked. A confident stretch (an EOS tail, a copied span) is thus
+    taken in one step instead of waiting for its block, and semi-autoregressive order is kept where the model
+    is unsure (in the spirit of AdaBlock-dLLM, arXiv 2509.26432)."""
+
+    config_cls = AdaptiveBlockConfig
+    follows_budget = False
+
+    @property
+    def lookahead(self) -> int:  # type: ignore[override]
+        return self.config.lookahead
+
+    def step(self, logits: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        x0, conf = sample_tokens(logits, ctx.temperature, ctx.generator)
+        w = logits.shape[1]
+        end = w if ctx.block_end is None else ctx.block_end
+        inside = torch.arange(w, device=logits.device) < end  # [W]
+        elig_in = ctx.eligible & inside
+        best = select_top_k(conf, elig_in, torch.ones_like(conf[:, 0], dtype=torch.long))
+        commit = ((conf > self.config.threshold) & elig_in) | best
+        ok = (~ctx.eligible | (conf > self.config.grow))[:, end:]  # committed slots do not break the run
+        run = ok.int().cumprod(-1).bool()
+        commit[:, end:] |= run & ctx.eligible[:, end:]
+        return x0, commit

@@ -1,8 +1,9 @@
 """``unmask bench decode``: every policy x cache on the held-out tasks, side by side in one run.
 
-Per configuration it reports exact-match accuracy, NFE (forwards per sequence), TPF (canvas tokens per
-forward), tokens/s (canvas tokens per second of wall time), the share of wall time outside the model's
-forward, and peak memory (CUDA: allocator peak; CPU: process peak RSS, which only grows).
+Per configuration it reports exact-match accuracy, token accuracy (answer tokens right at their position),
+NFE (forwards per sequence), TPF (canvas tokens per forward), tokens/s (canvas tokens per second of wall
+time), the share of wall time outside the model's forward, and peak memory (CUDA: allocator peak; CPU:
+process peak RSS, which only grows).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from ..decoders import SamplingParams, build_cache, build_policy
 from ..modalities.text.tasks import held_out
+from .eval_text import token_accuracy
 from .generate import TextGenerator
 
 BASELINE = ("low_confidence", {})
@@ -28,6 +30,7 @@ POLICY_GRID: list[tuple[str, dict]] = [
     ("early_commit", {}),
     ("early_exit", {}),
     ("credit", {"threshold": 0.9}),
+    ("adaptive_block", {}),
 ]
 CACHE_GRID = ["none", "prefix", "dual", "feature"]
 
@@ -44,6 +47,8 @@ class BenchConfig:
     """Held-out prompts per task."""
     device: str = "cpu"
     """cpu or cuda."""
+    compile: bool = False
+    """Wrap the backbone in ``torch.compile`` (dynamic shapes) before measuring."""
 
 
 def _peak_mb(device: str) -> float:
@@ -58,19 +63,22 @@ def run_one(gen: TextGenerator, items, policy: tuple[str, dict], cache: str, gen
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     correct = nfe = 0
+    hits = 0.0
     forward_s = 0.0
     t0 = time.perf_counter()
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
         outs = gen.generate([it.prompt for it in chunk], params, build_policy(*policy), build_cache(cache))
         correct += sum(o.text.strip() == it.answer for o, it in zip(outs, chunk, strict=True))
+        hits += sum(token_accuracy(gen.tokenizer.encode(it.answer), o.token_ids) for o, it in zip(outs, chunk,
+                                                                                                strict=True))
         nfe += sum(o.nfe for o in outs)
         forward_s += outs[0].timings["denoise"]
     wall = time.perf_counter() - t0
     n = len(items)
     return {
         "policy": policy[0], "cache": cache, "gen_length": gen_length, "batch_size": batch_size,
-        "accuracy": correct / n, "nfe": nfe / n, "tpf": n * gen_length / max(1, nfe),
+        "accuracy": correct / n, "token_accuracy": hits / n, "nfe": nfe / n, "tpf": n * gen_length / max(1, nfe),
         "tokens_per_s": n * gen_length / wall, "overhead_frac": 1 - forward_s / wall,
         "peak_mem_mb": round(_peak_mb(device), 1),
     }
@@ -78,6 +86,8 @@ def run_one(gen: TextGenerator, items, policy: tuple[str, dict], cache: str, gen
 
 def run(model: str, cfg: BenchConfig, policies=None, caches=None, progress: bool = True) -> dict:
     gen = TextGenerator.from_pretrained(model, device=cfg.device)
+    if cfg.compile:
+        gen.runner.model.compile(dynamic=True)
     items = held_out(cfg.n_per_task)
     grid = list(itertools.product(cfg.gen_lengths, cfg.batch_sizes, policies or POLICY_GRID, caches or CACHE_GRID))
     if progress:
@@ -88,7 +98,7 @@ def run(model: str, cfg: BenchConfig, policies=None, caches=None, progress: bool
     results = [run_one(gen, items, pol, cache, g, b, cfg.block_length, cfg.device) for g, b, pol, cache in grid]
     dev = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
     return {"device": dev, "model": model, "n_items": len(items), "block_length": cfg.block_length,
-            "results": results}
+            "compiled": cfg.compile, "results": results}
 
 
 def pareto_plot(report: dict, png: str | Path) -> None:
@@ -121,19 +131,40 @@ QUICK = {"policies": [BASELINE, ("threshold", {"threshold": 0.9})], "caches": ["
 def markdown(report: dict, command: str) -> str:
     """The report as the Markdown table that BENCHMARKS.md holds, with the command and machine."""
     lines = [f"Measured with `{command}` on {report['device']}; model `{report['model']}`, "
-             f"{report['n_items']} held-out prompts, block length {report['block_length']}.", "",
-             "| policy | cache | gen | batch | accuracy | NFE | TPF | tokens/s | overhead | peak MB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{report['n_items']} held-out prompts, block length {report['block_length']}"
+             f"{', torch.compile' if report.get('compiled') else ''}.", "",
+             "| policy | cache | gen | batch | exact match | token acc | NFE | TPF | tokens/s | overhead | peak MB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["results"]:
         lines.append(f"| {r['policy']} | {r['cache']} | {r['gen_length']} | {r['batch_size']} | {r['accuracy']:.3f} | "
+                     f"{r['token_accuracy']:.3f} | "
                      f"{r['nfe']:.1f} | {r['tpf']:.2f} | {r['tokens_per_s']:.1f} | {r['overhead_frac']:.3f} | "
                      f"{r['peak_mem_mb']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
+def select(policies: list[str] | None, caches: list[str] | None) -> dict:
+    """The grid restricted to the named policies and caches (clear error on an unknown name)."""
+    out = {}
+    if policies:
+        known = {name for name, _ in POLICY_GRID}
+        bad = sorted(set(policies) - known)
+        if bad:
+            raise ValueError(f"unknown bench policy {bad}; the grid has: {', '.join(sorted(known))}")
+        out["policies"] = [p for p in POLICY_GRID if p[0] in policies]
+    if caches:
+        bad = sorted(set(caches) - set(CACHE_GRID))
+        if bad:
+            raise ValueError(f"unknown bench cache {bad}; the grid has: {', '.join(CACHE_GRID)}")
+        out["caches"] = [c for c in CACHE_GRID if c in caches]
+    return out
+
+
 def main(model: str, cfg: BenchConfig, as_json: bool, plot: str | None, quick: bool = False,
-         markdown_path: str | None = None, command: str = "") -> dict:
-    report = run(model, cfg, progress=not as_json, **(QUICK if quick else {}))
+         markdown_path: str | None = None, command: str = "", policies: list[str] | None = None,
+         caches: list[str] | None = None) -> dict:
+    grid = {**(QUICK if quick else {}), **select(policies, caches)}
+    report = run(model, cfg, progress=not as_json, **grid)
     if plot:
         pareto_plot(report, plot)
     if markdown_path:
@@ -141,9 +172,10 @@ def main(model: str, cfg: BenchConfig, as_json: bool, plot: str | None, quick: b
     if as_json:
         print(json.dumps(report))
     else:
-        print(f"{'policy':>14} {'cache':>6} {'gen':>4} {'bs':>3} {'acc':>6} {'nfe':>6} {'tpf':>5} {'tok/s':>8} "
-              f"{'ovh':>5}")
+        print(f"{'policy':>14} {'cache':>7} {'gen':>4} {'bs':>3} {'acc':>6} {'tokacc':>6} {'nfe':>6} {'tpf':>5} "
+              f"{'tok/s':>8} {'ovh':>5}")
         for r in report["results"]:
-            print(f"{r['policy']:>14} {r['cache']:>6} {r['gen_length']:>4} {r['batch_size']:>3} {r['accuracy']:6.3f} "
-                  f"{r['nfe']:6.1f} {r['tpf']:5.2f} {r['tokens_per_s']:8.1f} {r['overhead_frac']:5.2f}")
+            print(f"{r['policy']:>14} {r['cache']:>7} {r['gen_length']:>4} {r['batch_size']:>3} {r['accuracy']:6.3f} "
+                  f"{r['token_accuracy']:6.3f} {r['nfe']:6.1f} {r['tpf']:5.2f} {r['tokens_per_s']:8.1f} "
+                  f"{r['overhead_frac']:5.2f}")
     return report
