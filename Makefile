@@ -33,8 +33,14 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
+	mkdir -p runs/bench
 	$(VENV)/bin/unmask eval text --model tiny-text --policy low_confidence,random,margin,entropy,threshold \
 	  --gen-length 32 --n-per-task 50 --json
+	$(VENV)/bin/unmask bench decode --gen-lengths 64 --batch-sizes 1 8 --n-per-task 4 \
+	  --plot runs/bench/decode64.png --markdown runs/bench/decode64.md
+	$(VENV)/bin/unmask bench decode --gen-lengths 256 --batch-sizes 1 8 --n-per-task 2 \
+	  --policies low_confidence,threshold,adaptive_block --caches none,dual \
+	  --plot runs/bench/decode256.png --markdown runs/bench/decode256.md
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

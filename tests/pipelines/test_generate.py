@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from unmask.decoders import SamplingParams
 from unmask.modalities.text.tasks import TASKS, held_out, is_held_out, stream
@@ -86,3 +87,20 @@ def test_training_recipe_runs(tmp_path):
     gen = TextGenerator.from_pretrained(out)
     assert gen.runner.info.family == "llada"
     assert len(gen.generate(["1+2="], SamplingParams(gen_length=8))) == 1
+
+
+def test_random_shape_models():
+    from unmask.core.backbones import Transformer, TransformerConfig
+    from unmask.core.models import random_shape
+    from unmask.pipelines.generate import TextGenerator
+
+    fields, mask_id = random_shape("random:llada-8b")
+    with torch.device("meta"):
+        n = sum(p.numel() for p in Transformer(TransformerConfig(**fields)).parameters())
+    assert 7.9e9 < n < 8.1e9 and mask_id == 126336, n  # LLaDA-8B: about 8.0B parameters
+    gen = TextGenerator.from_pretrained("random:llada-tiny")
+    outs = gen.generate(["12+34=", "copy: a b"], SamplingParams(gen_length=16, block_length=8, steps=8))
+    # a random model never ends early: NFE is the step budget, whatever it predicts
+    assert [o.nfe for o in outs] == [8, 8] and all(len(o.token_ids) == 16 for o in outs)
+    with pytest.raises(ValueError, match="unknown random model shape 'gpt5'; known shapes: llada-8b, llada-tiny"):
+        TextGenerator.from_pretrained("random:gpt5")

@@ -82,6 +82,12 @@ def _finish_at_eos(canvas: Canvas, eos_id: int) -> None:
     canvas.done |= finished
 
 
+def _clock(runner: ModelRunner) -> float:
+    if runner.sync_timing and runner.device.type == "cuda":
+        torch.cuda.synchronize(runner.device)
+    return time.perf_counter()
+
+
 def denoise(
     runner: ModelRunner,
     canvas: Canvas,
@@ -100,7 +106,7 @@ def denoise(
     policy.reset(canvas.batch_size, canvas.gen_length, canvas.tokens.device)
     gen = torch.Generator(device=canvas.tokens.device).manual_seed(params.seed)
     g, width, look = canvas.gen_length, canvas.gen_length // params.num_blocks, policy.lookahead
-    forward_s, step, t0, lo = 0.0, 0, time.perf_counter(), 0
+    forward_s, step, t0, lo = 0.0, 0, _clock(runner), 0
     while lo < g:
         hi = min(g, lo + width)
         end = min(g, hi + look)
@@ -112,9 +118,9 @@ def denoise(
             if not bool(active.any()):
                 break
             rows = None if bool(active.all()) else active.nonzero().squeeze(1)
-            tf = time.perf_counter()
+            tf = _clock(runner)
             logits = cache.logits(runner, canvas, rows, lo, end, refresh=s == 0)  # [b, W, V]
-            forward_s += time.perf_counter() - tf
+            forward_s += _clock(runner) - tf
             elig = eligible if rows is None else eligible[rows]
             ctx = StepContext(elig, max(1, params.steps_per_block - s), params.temperature, gen, rows, lo,
                               block_end=hi - lo)
@@ -128,7 +134,7 @@ def denoise(
             lo = hi + int(still[0]) if len(still) else g
         else:
             lo = hi
-    total = time.perf_counter() - t0
+    total = _clock(runner) - t0
     return DecodeResult(
         tokens=canvas.canvas.clone(), nfe=canvas.nfe.clone(), commit_step=canvas.commit_step.clone(),
         timings={"prefill": 0.0, "denoise": forward_s, "overhead": total - forward_s},

@@ -22,6 +22,8 @@ class ModelRunner:
         bias[info.mask_id] = float("-inf")
         self.logit_bias = bias.to(next(model.parameters()).device)
         self.shift = int(info.shift_logits)
+        self.sync_timing = False
+        """Synchronize CUDA around each forward so the loop's forward/overhead split is real (benchmarks)."""
 
     @property
     def device(self) -> torch.device:

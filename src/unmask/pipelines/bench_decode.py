@@ -86,6 +86,7 @@ def run_one(gen: TextGenerator, items, policy: tuple[str, dict], cache: str, gen
 
 def run(model: str, cfg: BenchConfig, policies=None, caches=None, progress: bool = True) -> dict:
     gen = TextGenerator.from_pretrained(model, device=cfg.device)
+    gen.runner.sync_timing = True
     if cfg.compile:
         gen.runner.model.compile(dynamic=True)
     items = held_out(cfg.n_per_task)

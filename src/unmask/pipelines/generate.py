@@ -47,9 +47,42 @@ class TextGenerator:
     def from_pretrained(
         cls, name_or_path: str | Path, *, dtype: str | None = None, device: str = "cpu", use_chat_template: bool = True
     ) -> TextGenerator:
+        if str(name_or_path).startswith("random:"):
+            return cls.random(str(name_or_path), dtype=dtype, device=device)
         path = resolve_model(name_or_path)
         loaded = load_backbone(path, dtype=dtype, device=device)
         return cls(ModelRunner(loaded.model, loaded.info), TextTokenizer(path), use_chat_template)
+
+    @classmethod
+    def random(cls, spec: str, *, dtype: str | None = None, device: str = "cpu", seed: int = 0) -> TextGenerator:
+        """A published model's shape with random weights (``random:llada-8b``), for speed measurements only.
+
+        Prompts go through the ``tiny-text`` tokenizer and the canvas may only hold its ordinary tokens (never
+        EOS), so every row runs its full length and NFE is set by the policy alone."""
+        from ..core.backbones import BackboneInfo, Transformer, TransformerConfig
+        from ..core.checkpoint import resolve_dtype
+        from ..core.models import random_shape
+
+        fields, mask_id = random_shape(spec)
+        cfg = TransformerConfig(**fields)
+        torch_dtype = resolve_dtype(dtype or ("bfloat16" if str(device).startswith("cuda") else "float32"))
+        gen = torch.Generator(device=device).manual_seed(seed)
+        with torch.device(device):
+            model = Transformer(cfg).to(torch_dtype)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                std = 0.1 if name.endswith("norm.weight") else 0.02
+                p.copy_(torch.randn(p.shape, generator=gen, device=device, dtype=torch.float32).to(torch_dtype) * std)
+                if name.endswith("norm.weight"):
+                    p.add_(1.0)
+        model.eval()
+        tokenizer = TextTokenizer(resolve_model("tiny-text"))
+        allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool)
+        allowed[: tokenizer.vocab_size] = True
+        allowed[[i for i in (tokenizer.eos_id, tokenizer.pad_id, tokenizer.mask_id) if i is not None]] = False
+        info = BackboneInfo(family="llada", mask_id=mask_id, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+                            shift_logits=False)
+        return cls(ModelRunner(model, info, allowed_tokens=allowed), tokenizer)
 
     def encode(self, prompts: list[str]) -> list[list[Segment]]:
         out = []
