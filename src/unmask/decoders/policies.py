@@ -94,6 +94,12 @@ def even_quota(ctx: StepContext) -> torch.Tensor:
     return (remaining + ctx.steps_left - 1) // ctx.steps_left
 
 
+def above_threshold(conf: torch.Tensor, eligible: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Every eligible slot whose confidence exceeds ``threshold``, and each row's most confident one."""
+    best = select_top_k(conf, eligible, torch.ones_like(conf[:, 0], dtype=torch.long))
+    return ((conf > threshold) & eligible) | best
+
+
 class _OrderedPolicy(Policy):
     """Fixed-budget policies that differ only in the score ranking the slots (LLaDA Alg. 4-5 family)."""
 
@@ -159,8 +165,7 @@ class Threshold(Policy):
 
     def step(self, logits: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
         x0, conf = sample_tokens(logits, ctx.temperature, ctx.generator)
-        best = select_top_k(conf, ctx.eligible, torch.ones_like(conf[:, 0], dtype=torch.long))
-        return x0, ((conf > self.config.threshold) & ctx.eligible) | best
+        return x0, above_threshold(conf, ctx.eligible, self.config.threshold)
 
 
 @dataclass(frozen=True)
@@ -297,8 +302,7 @@ class Credit(Policy):
         self.token[rows, cols], self.credit[rows, cols] = top, credit
         fused = logits.scatter_add(-1, top[..., None], self.config.strength * credit[..., None])
         x0, conf = sample_tokens(fused, ctx.temperature, ctx.generator)
-        best = select_top_k(conf, ctx.eligible, torch.ones_like(conf[:, 0], dtype=torch.long))
-        return x0, ((conf > self.config.threshold) & ctx.eligible) | best
+        return x0, above_threshold(conf, ctx.eligible, self.config.threshold)
 
 
 @dataclass(frozen=True)
@@ -338,8 +342,7 @@ class AdaptiveBlock(Policy):
         end = w if ctx.block_end is None else ctx.block_end
         inside = torch.arange(w, device=logits.device) < end  # [W]
         elig_in = ctx.eligible & inside
-        best = select_top_k(conf, elig_in, torch.ones_like(conf[:, 0], dtype=torch.long))
-        commit = ((conf > self.config.threshold) & elig_in) | best
+        commit = above_threshold(conf, elig_in, self.config.threshold)
         ok = (~ctx.eligible | (conf > self.config.grow))[:, end:]  # committed slots do not break the run
         run = ok.int().cumprod(-1).bool()
         commit[:, end:] |= run & ctx.eligible[:, end:]
