@@ -103,25 +103,34 @@ def run(model: str, cfg: BenchConfig, policies=None, caches=None, progress: bool
 
 
 def pareto_plot(report: dict, png: str | Path) -> None:
+    """Token accuracy vs tokens/s per (gen length, batch) panel: colour = policy, marker = cache."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     rows = report["results"]
     keys = sorted({(r["gen_length"], r["batch_size"]) for r in rows})
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    colours = {p: plt.get_cmap("tab10")(i % 10) for i, p in enumerate(policies)}
     markers = {"none": "o", "prefix": "s", "dual": "^", "feature": "D"}
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys) + 2, 4), squeeze=False)
     for ax, (g, b) in zip(axes[0], keys, strict=True):
         for r in rows:
-            if (r["gen_length"], r["batch_size"]) != (g, b):
-                continue
-            ax.scatter(r["tokens_per_s"], r["accuracy"], marker=markers.get(r["cache"], "x"))
-            ax.annotate(f"{r['policy']}/{r['cache']}", (r["tokens_per_s"], r["accuracy"]), fontsize=6)
-        ax.set(xscale="log", xlabel="tokens/s", ylabel="exact match", title=f"gen {g}, batch {b}")
+            if (r["gen_length"], r["batch_size"]) == (g, b):
+                ax.scatter(r["tokens_per_s"], r["token_accuracy"], color=colours[r["policy"]],
+                           marker=markers.get(r["cache"], "x"), s=40, alpha=0.8)
+        ax.set(xscale="log", xlabel="tokens/s (log)", ylabel="token accuracy", title=f"gen {g}, batch {b}")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=colours[p], marker="o", ls="", label=p) for p in policies]
+    handles += [Line2D([], [], color="grey", marker=m, ls="", label=f"cache: {c}") for c, m in markers.items()
+                if any(r["cache"] == c for r in rows)]
+    fig.legend(handles=handles, loc="center right", fontsize=8)
     fig.suptitle(f"{report['model']} on {report['device']}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 1.9 / fig.get_figwidth(), 1))
     fig.savefig(png, dpi=110)
     plt.close(fig)
 
