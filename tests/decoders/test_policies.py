@@ -187,8 +187,8 @@ def test_credit_rewards_stable_predictions():
     assert (policy.credit[0] > probs[0]).all()
 
 
-@pytest.mark.parametrize("name", ["low_confidence", "threshold", "factor", "credit"])
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("name", ["low_confidence", "threshold", "factor", "credit", "adaptive_block"])
+@pytest.mark.parametrize("batch", [1, 4])
 def test_block_causal_cache_is_exact(name, batch):
     """On a block-causal backbone the block_causal cache gives the same tokens as no cache."""
     import dataclasses
@@ -203,8 +203,10 @@ def test_block_causal_cache_is_exact(name, batch):
     params = SamplingParams(gen_length=12, block_length=4, steps=12, stop_at_eos=False)
     out = {}
     for cache in ("none", "block_causal"):
-        canvas = Canvas.build(_prompts()[:batch], 12, mask_id=MASK_ID, pad_id=0)
-        out[cache] = denoise(runner, canvas, build_policy(name), params, cache=build_cache(cache))
+        ragged = [*_prompts(), [Segment("text", token_ids=torch.tensor([20, 21, 22, 23, 24, 25, 26]))]]
+        canvas = Canvas.build(ragged[:batch], 12, mask_id=MASK_ID, pad_id=0)
+        policy = build_policy(name, {"lookahead": 0} if name == "adaptive_block" else None)
+        out[cache] = denoise(runner, canvas, policy, params, cache=build_cache(cache))
     assert torch.equal(out["none"].tokens, out["block_causal"].tokens)
     assert torch.equal(out["none"].nfe, out["block_causal"].nfe)
     assert build_cache("block_causal").exact and not build_cache("dual").exact
