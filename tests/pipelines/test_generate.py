@@ -12,11 +12,11 @@ from unmask.decoders import SamplingParams
 from unmask.modalities.text.tasks import TASKS, held_out, is_held_out, stream
 from unmask.pipelines.eval_text import evaluate
 
-# Floors set below what the shipped model measured on these 84 held-out prompts (exact match 0.155, token
-# accuracy 0.541, story token accuracy 0.93, threshold TPF 8.1; chance is ~0.01): a broken decoder, loader or
+# Floors set below what the shipped model measured on these 84 held-out prompts (exact match 0.25, token
+# accuracy 0.68, story token accuracy 0.96, threshold TPF 9.1; chance is ~0.01): a broken decoder, loader or
 # tokenizer falls through them.
-FLOOR_EXACT_MATCH = 0.08
-FLOOR_TOKEN_ACCURACY = 0.45
+FLOOR_EXACT_MATCH = 0.15
+FLOOR_TOKEN_ACCURACY = 0.55
 
 
 def test_held_out_split_is_disjoint():
@@ -32,11 +32,11 @@ def test_shipped_model_accuracy(tiny_text):
     items = held_out(12)
     r = evaluate(tiny_text, SamplingParams(gen_length=32), "low_confidence", items=items, batch_size=42)
     assert r["accuracy"] >= FLOOR_EXACT_MATCH and r["token_accuracy"] >= FLOOR_TOKEN_ACCURACY, r
-    assert r["token_accuracy_per_task"]["story"] >= 0.8, r
+    assert r["token_accuracy_per_task"]["story"] >= 0.85, r
     assert r["nfe"] <= 32
     fast = evaluate(tiny_text, SamplingParams(gen_length=32), "threshold", items=items, batch_size=42)
     assert fast["accuracy"] >= FLOOR_EXACT_MATCH and fast["token_accuracy"] >= FLOOR_TOKEN_ACCURACY, fast
-    assert fast["tpf"] > 5, "threshold decoding should commit several tokens per forward on this model"
+    assert fast["tpf"] > 6, "threshold decoding should commit several tokens per forward on this model"
 
 
 def test_batch_invariance(tiny_text):
