@@ -154,14 +154,15 @@ def save_backbone(
     return path
 
 
-def random_backbone(cfg: TransformerConfig, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Transformer:
-    """A backbone with small deterministic random weights (tests, shape benchmarks)."""
-    gen = torch.Generator().manual_seed(seed)
-    model = Transformer(cfg)
+def random_backbone(cfg: TransformerConfig, *, seed: int = 0, dtype: torch.dtype = torch.float32,
+                    device: str | torch.device = "cpu") -> Transformer:
+    """A backbone with small deterministic random weights (tests, shape benchmarks), built directly on
+    ``device`` in ``dtype`` (an 8B shape never exists in float32 on the host)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.device(device):
+        model = Transformer(cfg).to(dtype)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
-    return model.to(dtype).eval()
+            noise = torch.randn(p.shape, generator=gen, device=device)
+            p.copy_(1.0 + 0.1 * noise if name.endswith("norm.weight") else 0.02 * noise)
+    return model.eval()

@@ -59,23 +59,14 @@ class TextGenerator:
 
         Prompts go through the ``tiny-text`` tokenizer and the canvas may only hold its ordinary tokens (never
         EOS), so every row runs its full length and NFE is set by the policy alone."""
-        from ..core.backbones import BackboneInfo, Transformer, TransformerConfig
-        from ..core.checkpoint import resolve_dtype
+        from ..core.backbones import BackboneInfo, TransformerConfig
+        from ..core.checkpoint import random_backbone, resolve_dtype
         from ..core.models import random_shape
 
         fields, mask_id = random_shape(spec)
         cfg = TransformerConfig(**fields)
         torch_dtype = resolve_dtype(dtype or ("bfloat16" if str(device).startswith("cuda") else "float32"))
-        gen = torch.Generator(device=device).manual_seed(seed)
-        with torch.device(device):
-            model = Transformer(cfg).to(torch_dtype)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                std = 0.1 if name.endswith("norm.weight") else 0.02
-                p.copy_(torch.randn(p.shape, generator=gen, device=device, dtype=torch.float32).to(torch_dtype) * std)
-                if name.endswith("norm.weight"):
-                    p.add_(1.0)
-        model.eval()
+        model = random_backbone(cfg, seed=seed, dtype=torch_dtype, device=device)
         tokenizer = TextTokenizer(resolve_model("tiny-text"))
         allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool)
         allowed[: tokenizer.vocab_size] = True
