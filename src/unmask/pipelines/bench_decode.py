@@ -19,7 +19,7 @@ import torch
 
 from ..decoders import SamplingParams, build_cache, build_policy
 from ..modalities.text.tasks import held_out
-from .eval_text import token_accuracy
+from .eval_text import score
 from .generate import TextGenerator
 
 BASELINE = ("low_confidence", {})
@@ -69,9 +69,9 @@ def run_one(gen: TextGenerator, items, policy: tuple[str, dict], cache: str, gen
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
         outs = gen.generate([it.prompt for it in chunk], params, build_policy(*policy), build_cache(cache))
-        correct += sum(o.text.strip() == it.answer for o, it in zip(outs, chunk, strict=True))
-        hits += sum(token_accuracy(gen.tokenizer.encode(it.answer), o.token_ids) for o, it in zip(outs, chunk,
-                                                                                                strict=True))
+        for o, it in zip(outs, chunk, strict=True):
+            exact, tok = score(gen, it, o)
+            correct, hits = correct + exact, hits + tok
         nfe += sum(o.nfe for o in outs)
         forward_s += outs[0].timings["denoise"]
     wall = time.perf_counter() - t0

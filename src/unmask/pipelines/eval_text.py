@@ -16,6 +16,11 @@ def token_accuracy(reference: list[int], predicted: list[int]) -> float:
     return hits / max(len(reference), len(predicted), 1)
 
 
+def score(gen: TextGenerator, item: TaskItem, out) -> tuple[bool, float]:
+    """(exact match, token accuracy) of one generation against its item's answer."""
+    return out.text.strip() == item.answer, token_accuracy(gen.tokenizer.encode(item.answer), out.token_ids)
+
+
 def evaluate(
     gen: TextGenerator,
     params: SamplingParams,
@@ -42,8 +47,9 @@ def evaluate(
         chunk = items[i : i + batch_size]
         outs = gen.generate([it.prompt for it in chunk], params, policy, cache)
         for it, out in zip(chunk, outs, strict=True):
-            correct[it.task].append(out.text.strip() == it.answer)
-            token_hits[it.task].append(token_accuracy(gen.tokenizer.encode(it.answer), out.token_ids))
+            exact, tok = score(gen, it, out)
+            correct[it.task].append(exact)
+            token_hits[it.task].append(tok)
             nfe += out.nfe
             tokens += params.gen_length
     per_task = {k: sum(v) / len(v) for k, v in correct.items()}
