@@ -9,8 +9,17 @@ PYTHON312 ?= $(shell for c in $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.
   && echo "$$c" && break; done)
 EXTRAS := dev,audio,vision,robot,cluster
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup sysdeps-audio demo test bench lint clean
 setup: $(VENV)/.installed
+
+# Speech synthesis (`unmask data speech`, and its test) needs flite, espeak-ng and sox: installed with apt when missing.
+sysdeps-audio:
+	@missing=""; for t in flite espeak-ng sox; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing (apt-get)"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq flite espeak-ng sox >/dev/null; \
+	  else echo "error: speech synthesis needs$$missing: sudo apt-get install flite espeak-ng sox" >&2; exit 1; fi; fi
 
 $(VENV)/.installed: pyproject.toml
 	@if [ -z "$(PYTHON312)" ]; then echo "error: no Python 3.12 found; install it (e.g. pyenv install 3.12) or set PYTHON312=/path/to/python3.12" >&2; exit 1; fi
@@ -22,6 +31,12 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(VENV)/bin/unmask models
+	# the main job: Ray batch transcription of the shipped held-out sample shards on a local Ray
+	rm -rf runs/demo/transcribe
+	$(VENV)/bin/unmask transcribe src/unmask/assets/data/speech-sample --out runs/demo/transcribe --batch-size 8
+	head -n 3 runs/demo/transcribe/transcripts.jsonl | $(PY) -c 'import json,sys; \
+	  [print(f"{r[\"key\"]}\n  ref: {r[\"ref\"]}\n  hyp: {r[\"text\"]}") for r in map(json.loads, sys.stdin)]'
+	# plain text generation underneath
 	$(VENV)/bin/unmask generate --model tiny-text --gen-length 32 \
 	  --prompt "47+385=" --prompt "sort: 9 2 7 4 1" --prompt "reverse: d o g s" \
 	  --prompt "Mia has 12 pens and gets 7 more. How many pens does Mia have?" \
@@ -29,11 +44,13 @@ demo: setup
 	$(VENV)/bin/unmask generate --model tiny-text --policy threshold --threshold 0.9 --gen-length 32 \
 	  --prompt "47+385=" --prompt "sort: 9 2 7 4 1" --prompt "reverse: d o g s"
 
-test: setup
+test: setup sysdeps-audio
 	$(PY) -m pytest -q
 
-bench: setup
+bench: setup sysdeps-audio
 	mkdir -p runs/bench
+	[ -f runs/data/speech/test-000000.tar ] || $(VENV)/bin/unmask data speech --n-train 0 --n-test 300
+	$(VENV)/bin/unmask bench asr --shards 'runs/data/speech/test-*.tar'
 	$(VENV)/bin/unmask eval text --model tiny-text --policy low_confidence,random,margin,entropy,threshold \
 	  --gen-length 32 --n-per-task 50 --json
 	$(VENV)/bin/unmask bench decode --gen-lengths 64 --batch-sizes 1 8 --n-per-task 4 \
