@@ -26,3 +26,23 @@ def tiny_text():
     from unmask.pipelines.generate import TextGenerator
 
     return TextGenerator.from_pretrained("tiny-text")
+
+
+@pytest.fixture(scope="session")
+def random_asr_dir(tmp_path_factory):
+    """An ASR checkpoint in tiny-asr's layout with small random weights (structure tests, Ray job tests)."""
+    from unmask.core.backbones import Transformer
+    from unmask.core.checkpoint import save_backbone
+    from unmask.modalities.audio.model import AdapterConfig, AudioAdapter, save_adapter
+    from unmask.modalities.text.tokenizer import train_bpe
+    from unmask.train.asr import tokenizer_corpus
+
+    out = tmp_path_factory.mktemp("random-asr")
+    tok = train_bpe(tokenizer_corpus()[:3000], 300, out)
+    torch.manual_seed(0)
+    cfg = TransformerConfig(vocab_size=tok.vocab_size, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=4,
+                            intermediate_size=48, max_position_embeddings=256)
+    info = BackboneInfo(family="llada", mask_id=tok.mask_id, eos_id=tok.eos_id, pad_id=tok.pad_id, shift_logits=False)
+    save_backbone(Transformer(cfg), out, family="llada", info=info)
+    save_adapter(AudioAdapter(AdapterConfig(384, 32, tok.vocab_size, tok.pad_id)), out, {"sep_token": "<|assistant|>"})
+    return out

