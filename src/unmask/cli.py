@@ -1,4 +1,4 @@
-"""``unmask`` command line: generate, models, eval, train."""
+"""``unmask`` command line: generate, transcribe, models, eval, train, data, bench."""
 
 from __future__ import annotations
 
@@ -111,16 +111,66 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides["steps"] = args.steps
         print(train_text(args.config or "configs/train_text.yaml", overrides))
         return 0
-    raise SystemExit(f"unknown training recipe {args.what!r}; known: text")
+    if args.what == "asr":
+        from .train.asr import main as train_asr
+
+        overrides = {"out_dir": args.out} if args.out else {}
+        if args.steps:
+            overrides["steps"] = args.steps
+        print(train_asr(args.config or "configs/train_asr.yaml", overrides))
+        return 0
+    raise SystemExit(f"unknown training recipe {args.what!r}; known: text, asr")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from .modalities.audio.synth import plan, write_shards
+
+    for split, n in (("test", args.n_test), ("train", args.n_train)):
+        if n:
+            shards = write_shards(plan(n, split, args.seed), args.out, split, per_shard=args.per_shard,
+                                  workers=args.workers)
+            print(f"{split}: {n} utterances in {len(shards)} shard(s) under {args.out}")
+    return 0
+
+
+def _decode_options(args: argparse.Namespace):
+    from .pipelines.transcribe import DecodeOptions
+
+    return DecodeOptions(method=args.method, policy=args.policy, threshold=args.threshold,
+                         prior_threshold=args.prior_threshold, slack=args.slack, gen_length=args.gen_length)
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from .cluster.transcribe import run
+
+    report = run(args.input, args.out, model=args.model, ray_address=args.ray_address, actors=args.actors,
+                 gpus_per_actor=args.gpus_per_actor, batch_size=args.batch_size, options=_decode_options(args),
+                 progress=not args.quiet)
+    print(json.dumps(report, indent=2))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "asr":
+        import glob
+
+        from .pipelines.bench_asr import main as bench_asr
+
+        shards = sorted(glob.glob(args.shards)) if args.shards else sorted(glob.glob("runs/data/speech/test-*.tar"))
+        if not shards:
+            raise FileNotFoundError("no held-out shards: run `unmask data speech` (writes runs/data/speech/test-*.tar) "
+                                    "or pass --shards 'DIR/test-*.tar'")
+        methods = args.methods.split(",") if args.methods else None
+        bench_asr(shards, args.model or "tiny-asr",
+                  tuple(methods) if methods else ("from_mask", "prior_guided", "ctc", "faster_whisper"),
+                  args.limit, args.asr_batch_size, args.json)
+        return 0
     from .pipelines.bench_decode import BenchConfig, main
 
     cfg = BenchConfig(gen_lengths=tuple(args.gen_lengths), batch_sizes=tuple(args.batch_sizes),
                       block_length=args.block_length, n_per_task=args.n_per_task, device=args.device,
                       compile=args.compile)
-    main(args.model, cfg, args.json, args.plot, quick=args.quick, markdown_path=args.markdown,
+    main(args.model or "tiny-text", cfg, args.json, args.plot, quick=args.quick, markdown_path=args.markdown,
          command="unmask " + " ".join(sys.argv[1:]),
          policies=args.policies.split(",") if args.policies else None,
          caches=args.caches.split(",") if args.caches else None)
@@ -144,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_eval)
     bn = sub.add_parser("bench", help="benchmarks printed side by side in one run")
-    bn.add_argument("what", choices=["decode"])
-    bn.add_argument("--model", default="tiny-text")
+    bn.add_argument("what", choices=["decode", "asr"])
+    bn.add_argument("--model", default=None, help="default: tiny-text (decode), tiny-asr (asr)")
     bn.add_argument("--device", default="cpu")
     bn.add_argument("--gen-lengths", type=int, nargs="+", default=[64, 256])
     bn.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
@@ -158,11 +208,41 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--policies", default=None, help="comma-separated subset of the policy grid")
     bn.add_argument("--caches", default=None, help="comma-separated subset of none,prefix,dual,feature")
     bn.add_argument("--compile", action="store_true", help="torch.compile the backbone (dynamic shapes) first")
+    bn.add_argument("--shards", default=None, help="asr: glob of held-out shards (default runs/data/speech/test-*.tar)")
+    bn.add_argument("--methods", default=None, help="asr: comma-separated subset of from_mask,prior_guided,ctc,"
+                    "faster_whisper")
+    bn.add_argument("--limit", type=int, default=None, help="asr: first N clips only")
+    bn.add_argument("--asr-batch-size", type=int, default=1, help="asr: clips per decode for our methods")
     bn.set_defaults(fn=cmd_bench)
+    tr = sub.add_parser("transcribe", help="batch transcription of audio shards/files on Ray")
+    tr.add_argument("input", nargs="+", help="WebDataset shards (*.tar), a directory or a glob of audio files")
+    tr.add_argument("--out", required=True, help="output directory (transcripts.parquet/.jsonl, errors, report)")
+    tr.add_argument("--model", default="tiny-asr")
+    tr.add_argument("--ray-address", default=None, help="existing Ray cluster (default: start a local Ray)")
+    tr.add_argument("--actors", type=int, default=1, help="model replicas (Ray actors)")
+    tr.add_argument("--gpus-per-actor", type=float, default=0.0)
+    tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--method", default="prior_guided", help="prior_guided, from_mask or ctc")
+    tr.add_argument("--policy", default="threshold")
+    tr.add_argument("--threshold", type=float, default=0.9)
+    tr.add_argument("--prior-threshold", type=float, default=0.5)
+    tr.add_argument("--slack", type=int, default=4)
+    tr.add_argument("--gen-length", type=int, default=64, help="canvas length of from_mask")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.set_defaults(fn=cmd_transcribe)
+    d = sub.add_parser("data", help="generate a reference dataset offline")
+    d.add_argument("what", choices=["speech"])
+    d.add_argument("--out", default="runs/data/speech")
+    d.add_argument("--n-train", type=int, default=8000)
+    d.add_argument("--n-test", type=int, default=300)
+    d.add_argument("--per-shard", type=int, default=500)
+    d.add_argument("--workers", type=int, default=2)
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=cmd_data)
     sub.add_parser("models", help="list shipped models").set_defaults(fn=cmd_models)
     sub.add_parser("policies", help="list unmasking policies and caches").set_defaults(fn=cmd_policies)
     t = sub.add_parser("train", help="train a reference model from its recipe")
-    t.add_argument("what", choices=["text"])
+    t.add_argument("what", choices=["text", "asr"])
     t.add_argument("--config", default=None)
     t.add_argument("--out", default=None)
     t.add_argument("--steps", type=int, default=None)
