@@ -33,9 +33,7 @@ demo: setup
 	$(VENV)/bin/unmask models
 	# the main job: Ray batch transcription of the shipped held-out sample shards on a local Ray
 	rm -rf runs/demo/transcribe
-	$(VENV)/bin/unmask transcribe src/unmask/assets/data/speech-sample --out runs/demo/transcribe --batch-size 8
-	head -n 3 runs/demo/transcribe/transcripts.jsonl | $(PY) -c 'import json,sys; \
-	  [print(f"{r[\"key\"]}\n  ref: {r[\"ref\"]}\n  hyp: {r[\"text\"]}") for r in map(json.loads, sys.stdin)]'
+	$(VENV)/bin/unmask transcribe src/unmask/assets/data/speech-sample --out runs/demo/transcribe --batch-size 8 --show 4
 	# plain text generation underneath
 	$(VENV)/bin/unmask generate --model tiny-text --gen-length 32 \
 	  --prompt "47+385=" --prompt "sort: 9 2 7 4 1" --prompt "reverse: d o g s" \

@@ -88,7 +88,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     for name, path in shipped_models().items():
         raw = read_config(path)
-        print(f"{name:<12} {raw.get('model_type', '?'):<8} {directory_size(path) / 1e6:6.1f} MB  {path}")
+        kind = raw.get("model_type", "?") + ("+audio" if (path / "asr_config.json").is_file() else "")
+        print(f"{name:<12} {kind:<12} {directory_size(path) / 1e6:6.1f} MB  {path}")
     return 0
 
 
@@ -146,6 +147,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     report = run(args.input, args.out, model=args.model, ray_address=args.ray_address, actors=args.actors,
                  gpus_per_actor=args.gpus_per_actor, batch_size=args.batch_size, options=_decode_options(args),
                  progress=not args.quiet)
+    if args.show:
+        from pathlib import Path
+
+        lines = (Path(args.out) / "transcripts.jsonl").read_text().splitlines()[: args.show]
+        for row in map(json.loads, lines):
+            print(f"{row['key']}  ({row['audio_s']:.1f} s, {row['decode_steps']} decoder forwards)\n"
+                  f"  ref: {row['ref']}\n  hyp: {row['text']}")
     print(json.dumps(report, indent=2))
     return 0
 
@@ -226,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--policy", default="threshold")
     tr.add_argument("--threshold", type=float, default=0.9)
     tr.add_argument("--prior-threshold", type=float, default=0.5)
-    tr.add_argument("--slack", type=int, default=4)
+    tr.add_argument("--slack", type=int, default=0)
     tr.add_argument("--gen-length", type=int, default=64, help="canvas length of from_mask")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.add_argument("--show", type=int, default=0, help="print the first N transcripts with their references")
     tr.set_defaults(fn=cmd_transcribe)
     d = sub.add_parser("data", help="generate a reference dataset offline")
     d.add_argument("what", choices=["speech"])

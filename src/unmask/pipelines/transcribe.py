@@ -55,8 +55,9 @@ class DecodeOptions:
     """Commit bar of the ``threshold`` policy (refinement)."""
     prior_threshold: float = 0.5
     """Prior tokens whose CTC confidence is below this are remasked and re-decided by the decoder."""
-    slack: int = 4
-    """Masked slots after the prior hypothesis (room for words the prior missed; unused ones become EOS)."""
+    slack: int = 0
+    """Masked slots after the prior hypothesis (room for words the prior missed; unused ones become EOS). 0 by
+    default: on the dev split slack 2 added insertions (WER 0.272 -> 0.285 with tiny-asr)."""
     gen_length: int = 64
     """Canvas length of ``from_mask``."""
 

@@ -20,7 +20,7 @@ def encode_batch(encoder: WhisperEncoder, audios: list) -> list[torch.Tensor]:
         by_len[max(1, -(-len(a) // SAMPLE_RATE))].append(i)
     for _, idx in sorted(by_len.items()):
         mel = torch.stack([log_mel(audios[i]) for i in idx])
-        h = encoder(mel)
+        h = encoder(mel.to(encoder.conv1.weight.device))
         for j, i in enumerate(idx):
             out[i] = h[j, : frames_for(len(audios[i]))].clone()
     return out
