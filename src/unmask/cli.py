@@ -104,23 +104,17 @@ def cmd_policies(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.what == "text":
-        from .train.text import main as train_text
+    import importlib
 
-        overrides = {"out_dir": args.out} if args.out else {}
-        if args.steps:
-            overrides["steps"] = args.steps
-        print(train_text(args.config or "configs/train_text.yaml", overrides))
-        return 0
-    if args.what == "asr":
-        from .train.asr import main as train_asr
-
-        overrides = {"out_dir": args.out} if args.out else {}
-        if args.steps:
-            overrides["steps"] = args.steps
-        print(train_asr(args.config or "configs/train_asr.yaml", overrides))
-        return 0
-    raise SystemExit(f"unknown training recipe {args.what!r}; known: text, asr")
+    recipes = {"text": "text", "asr": "asr"}
+    if args.what not in recipes:
+        raise SystemExit(f"unknown training recipe {args.what!r}; known: {', '.join(recipes)}")
+    train = importlib.import_module(f".train.{recipes[args.what]}", __package__).main
+    overrides = {"out_dir": args.out} if args.out else {}
+    if args.steps:
+        overrides["steps"] = args.steps
+    print(train(args.config or f"configs/train_{args.what}.yaml", overrides))
+    return 0
 
 
 def cmd_data(args: argparse.Namespace) -> int:

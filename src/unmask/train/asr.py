@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -18,60 +17,32 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..core.backbones import BackboneInfo, Transformer, TransformerConfig
+from ..core.backbones import BackboneInfo, Transformer
 from ..core.checkpoint import save_backbone
 from ..core.config import config_from_dict, config_to_dict, load_yaml
 from ..modalities.audio.model import AdapterConfig, AudioAdapter, audio_rows, save_adapter
 from ..modalities.text.tokenizer import TextTokenizer, train_bpe
+from .common import BackboneRecipe
 from .text import plot_loss
 
 
 @dataclass(frozen=True)
-class AsrTrainConfig:
-    """Recipe of the ASR reference model (``configs/train_asr.yaml``)."""
+class AsrTrainConfig(BackboneRecipe):
+    """Recipe of the ASR reference model (``configs/train_asr.yaml``); backbone and optimiser fields are
+    :class:`BackboneRecipe`'s."""
 
     data_dir: str = "runs/data/speech"
     """Directory of ``train-*.tar`` shards (``unmask data speech``); features are cached there."""
     out_dir: str = "runs/tiny-asr"
     """Where the checkpoint and the training log are written."""
-    vocab_size: int = 512
-    """Byte-level BPE vocabulary, special tokens included."""
-    hidden_size: int = 256
-    """Decoder width."""
-    num_layers: int = 4
-    """Decoder depth."""
-    num_heads: int = 4
-    """Attention heads."""
-    intermediate_size: int = 640
-    """SwiGLU width."""
-    max_position_embeddings: int = 512
-    """Context length written to the checkpoint."""
-    steps: int = 3000
-    """Optimizer steps."""
     batch_size: int = 32
     """Clips per step."""
-    lr: float = 2e-3
-    """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
-    warmup: int = 100
-    """Warm-up steps."""
-    weight_decay: float = 0.01
-    """AdamW weight decay."""
     ctc_weight: float = 0.5
     """Weight of the CTC loss on the adapter output."""
     time_mask: float = 0.1
     """Share of encoder frames zeroed at random in training (held-out voices generalise better)."""
     max_pad: int = 16
     """Largest number of EOS slots after a transcript (uniform in [1, max_pad])."""
-    seed: int = 0
-    """Seed of data order and initialisation."""
-    save_every: int = 250
-    """Write the checkpoint every this many steps."""
-    threads: int = 2
-    """CPU threads for torch."""
-
-    def __post_init__(self) -> None:
-        if self.steps <= 0 or self.batch_size <= 0:
-            raise ValueError(f"steps and batch_size must be positive, got {self.steps}, {self.batch_size}")
 
 
 def load_features(data_dir: str | Path, split: str) -> dict:
@@ -146,24 +117,13 @@ def train(cfg: AsrTrainConfig) -> Path:
     tok = train_bpe(tokenizer_corpus(), cfg.vocab_size, out)
     ids = [tok.encode(t) for t in data["texts"]]
     feats = data["feats"]
-    mcfg = TransformerConfig(vocab_size=tok.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-                             num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads,
-                             intermediate_size=cfg.intermediate_size,
-                             max_position_embeddings=cfg.max_position_embeddings)
-    model = Transformer(mcfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                torch.nn.init.normal_(p, std=0.02)
+    model = cfg.new_backbone(tok.vocab_size)
     adapter = AudioAdapter(AdapterConfig(encoder_dim=feats[0].shape[1], hidden_size=cfg.hidden_size,
                                          vocab_size=tok.vocab_size, blank_id=tok.pad_id))
     info = BackboneInfo(family="llada", mask_id=tok.mask_id, eos_id=tok.eos_id, pad_id=tok.pad_id,
                         shift_logits=False)
     params = list(model.parameters()) + list(adapter.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup)
-        * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))))
+    opt, sched = cfg.optimizer(params)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     log = (out / "train_log.jsonl").open("w")

@@ -9,7 +9,6 @@ teaches the model to end answers inside a fixed-length canvas.
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -18,57 +17,29 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..core.backbones import BackboneInfo, Transformer, TransformerConfig
+from ..core.backbones import BackboneInfo, Transformer
 from ..core.checkpoint import save_backbone
 from ..core.config import config_from_dict, config_to_dict, load_yaml
 from ..modalities.text.tasks import TASKS, stream
 from ..modalities.text.tokenizer import TextTokenizer, train_bpe
+from .common import BackboneRecipe
 
 
 @dataclass(frozen=True)
-class TextTrainConfig:
+class TextTrainConfig(BackboneRecipe):
     """Recipe of the text reference model (``configs/train_text.yaml``)."""
 
     out_dir: str = "runs/tiny-text"
     """Where the checkpoint (HF layout) and the training log are written."""
-    vocab_size: int = 512
-    """Byte-level BPE vocabulary size, special tokens included."""
-    hidden_size: int = 256
-    """Backbone width."""
-    num_layers: int = 4
-    """Backbone depth."""
-    num_heads: int = 4
-    """Attention heads."""
-    intermediate_size: int = 640
-    """SwiGLU width."""
-    max_position_embeddings: int = 512
-    """Context length written to the checkpoint."""
-    steps: int = 3000
-    """Optimizer steps."""
-    batch_size: int = 64
-    """Rows per step."""
-    lr: float = 2e-3
-    """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
-    warmup: int = 100
-    """Warm-up steps."""
-    weight_decay: float = 0.01
-    """AdamW weight decay."""
     max_pad: int = 40
     """Largest number of extra EOS tokens after an answer (uniform in [0, max_pad])."""
     tasks: list[str] = field(default_factory=lambda: list(TASKS))
     """Task names to train on."""
-    seed: int = 0
-    """Seed of data order and initialisation."""
-    save_every: int = 250
-    """Write the checkpoint every this many steps (the run can be stopped at any save)."""
-    threads: int = 2
-    """CPU threads for torch."""
     init_from: str | None = None
     """Start from this checkpoint (and reuse its tokenizer) instead of from scratch: a second phase."""
 
     def __post_init__(self) -> None:
-        if self.steps <= 0 or self.batch_size <= 0:
-            raise ValueError(f"steps and batch_size must be positive, got {self.steps}, {self.batch_size}")
+        super().__post_init__()
         unknown = sorted(set(self.tasks) - set(TASKS))
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; known tasks: {sorted(TASKS)}")
@@ -131,24 +102,10 @@ def train(cfg: TextTrainConfig) -> Path:
             it = next(corpus_rng)
             corpus.append(f"<|user|>{it.prompt}<|assistant|>{it.answer}")
         tok = train_bpe(corpus, cfg.vocab_size, out)
-        mcfg = TransformerConfig(
-            vocab_size=tok.vocab_size, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
-            num_heads=cfg.num_heads, num_kv_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
-            max_position_embeddings=cfg.max_position_embeddings,
-        )
-        model = Transformer(mcfg)
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.dim() == 2:
-                    torch.nn.init.normal_(p, std=0.02)
+        model = cfg.new_backbone(tok.vocab_size)
     info = BackboneInfo(family="llada", mask_id=tok.mask_id, eos_id=tok.eos_id, pad_id=tok.pad_id,
                         shift_logits=False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: min(1.0, (s + 1) / cfg.warmup)
-        * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))),
-    )
+    opt, sched = cfg.optimizer(model.parameters())
     data = stream("train", cfg.seed, cfg.tasks)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)

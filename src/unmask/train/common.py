@@ -1,0 +1,69 @@
+"""What every reference-model recipe shares: the LLaDA-architecture backbone's shape, the optimiser and its
+schedule, and the run's bookkeeping knobs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..core.backbones import Transformer, TransformerConfig
+
+
+@dataclass(frozen=True)
+class BackboneRecipe:
+    vocab_size: int = 512
+    """Byte-level BPE vocabulary size, special tokens included."""
+    hidden_size: int = 256
+    """Backbone width."""
+    num_layers: int = 4
+    """Backbone depth."""
+    num_heads: int = 4
+    """Attention heads."""
+    intermediate_size: int = 640
+    """SwiGLU width."""
+    max_position_embeddings: int = 512
+    """Context length written to the checkpoint."""
+    steps: int = 3000
+    """Optimizer steps."""
+    batch_size: int = 64
+    """Rows per step."""
+    lr: float = 2e-3
+    """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
+    warmup: int = 100
+    """Warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    seed: int = 0
+    """Seed of data order and initialisation."""
+    save_every: int = 250
+    """Write the checkpoint every this many steps (the run can be stopped at any save)."""
+    threads: int = 2
+    """CPU threads for torch."""
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise ValueError(f"steps and batch_size must be positive, got {self.steps}, {self.batch_size}")
+
+    def new_backbone(self, vocab_size: int) -> Transformer:
+        """A freshly initialised backbone of this shape (normal(0, 0.02) matrices)."""
+        cfg = TransformerConfig(vocab_size=vocab_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
+                                num_heads=self.num_heads, num_kv_heads=self.num_heads,
+                                intermediate_size=self.intermediate_size,
+                                max_position_embeddings=self.max_position_embeddings)
+        model = Transformer(cfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() == 2:
+                    torch.nn.init.normal_(p, std=0.02)
+        return model
+
+    def optimizer(self, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, betas=(0.9, 0.98))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt,
+            lambda s: min(1.0, (s + 1) / self.warmup)
+            * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / self.steps)))),
+        )
+        return opt, sched
