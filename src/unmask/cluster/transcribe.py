@@ -145,7 +145,8 @@ class TranscribeBatch:
                       lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in rows)
                                              + "".join(json.dumps({"key": e["key"], "error": True}) + "\n"
                                                        for e in errors)))
-        return {"key": keys, "ok": [k not in {e["key"] for e in errors} for k in keys]}
+        failed = {e["key"] for e in errors}
+        return {"key": keys, "ok": [k not in failed for k in keys]}
 
 
 def merge(out_dir: Path) -> tuple[list[dict], list[dict]]:
@@ -173,18 +174,15 @@ def merge(out_dir: Path) -> tuple[list[dict], list[dict]]:
     return ordered, errs
 
 
-def error_rates(rows: list[dict]) -> dict:
-    """WER/CER (jiwer) over rows that carry a reference, on normalised text."""
-    import jiwer
-
+def scored(rows: list[dict]) -> dict:
+    """WER/CER over the rows that carry a (non-empty after normalising) reference."""
     from ..modalities.audio.corpus import normalize
+    from ..pipelines.transcribe import error_rates
 
-    pairs = [(normalize(r["ref"]), normalize(r["text"])) for r in rows if r.get("ref")]
-    pairs = [(r, h) for r, h in pairs if r]
-    if not pairs:
+    refd = [r for r in rows if normalize(r.get("ref") or "")]
+    if not refd:
         return {}
-    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
-    return {"wer": round(jiwer.wer(refs, hyps), 4), "cer": round(jiwer.cer(refs, hyps), 4), "scored": len(pairs)}
+    return {**error_rates([r["ref"] for r in refd], [r["text"] for r in refd]), "scored": len(refd)}
 
 
 def run(inputs: str | list[str], out_dir: str | Path, *, model: str = "tiny-asr", ray_address: str | None = None,
@@ -231,7 +229,7 @@ def run(inputs: str | list[str], out_dir: str | Path, *, model: str = "tiny-asr"
         "rtf": round(wall / audio_s, 4) if audio_s else None,
         "throughput_audio_s_per_s": round(audio_s / wall, 2) if wall else None,
         "actors": actors, "batch_size": batch_size, "method": options.method, "model": model,
-        **error_rates(rows),
+        **scored(rows),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

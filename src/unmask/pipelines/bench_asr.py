@@ -10,10 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..modalities.audio.corpus import normalize
 from ..modalities.audio.frontend import load_audio
 from ..modalities.audio.shards import iter_shards
-from .transcribe import DecodeOptions, Transcriber
+from .transcribe import DecodeOptions, Transcriber, error_rates
 
 METHODS = ("from_mask", "prior_guided", "ctc", "faster_whisper")
 
@@ -25,13 +24,6 @@ def load_clips(shards: list[str | Path], limit: int | None = None) -> list[tuple
         if limit and len(clips) >= limit:
             break
     return clips
-
-
-def _scores(refs: list[str], hyps: list[str]) -> dict:
-    import jiwer
-
-    r, h = [normalize(x) for x in refs], [normalize(x) for x in hyps]
-    return {"wer": round(jiwer.wer(r, h), 4), "cer": round(jiwer.cer(r, h), 4)}
 
 
 def run_method(method: str, clips, model: Transcriber | None, batch_size: int, threads: int,
@@ -60,7 +52,7 @@ def run_method(method: str, clips, model: Transcriber | None, batch_size: int, t
             nfe += sum(x.nfe for x in outs)
         nfe = round(nfe / len(clips), 2)
     wall = time.perf_counter() - t0
-    return {"method": method, **_scores([r for _, _, r in clips], hyps), "rtf": round(wall / audio_s, 4),
+    return {"method": method, **error_rates([r for _, _, r in clips], hyps), "rtf": round(wall / audio_s, 4),
             "nfe": nfe, "wall_s": round(wall, 2), "clips": len(clips), "audio_s": round(audio_s, 1),
             "examples": [{"ref": clips[i][2], "hyp": hyps[i]} for i in range(min(3, len(clips)))]}
 

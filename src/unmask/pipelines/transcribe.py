@@ -26,8 +26,8 @@ from ..decoders import Canvas, ModelRunner, SamplingParams, Segment, build_polic
 from ..modalities.audio.corpus import normalize
 from ..modalities.audio.encoder import WhisperEncoder, from_hf, pretrained_tiny_en
 from ..modalities.audio.features import encode_batch
-from ..modalities.audio.frontend import SAMPLE_RATE
-from ..modalities.audio.model import AudioAdapter, load_adapter
+from ..modalities.audio.frontend import SAMPLE_RATE, SILENCE_PEAK
+from ..modalities.audio.model import SEP_TOKEN, AudioAdapter, load_adapter
 from ..modalities.text.tokenizer import TextTokenizer
 
 METHODS = ("prior_guided", "from_mask", "ctc")
@@ -64,6 +64,14 @@ class DecodeOptions:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown ASR method {self.method!r}; choose one of {', '.join(METHODS)}")
+
+
+def error_rates(refs: list[str], hyps: list[str]) -> dict[str, float]:
+    """WER and CER (jiwer) with both sides normalised (lower case, numbers spelled out, no punctuation)."""
+    import jiwer
+
+    r, h = [normalize(x) for x in refs], [normalize(x) for x in hyps]
+    return {"wer": round(jiwer.wer(r, h), 4), "cer": round(jiwer.cer(r, h), 4)}
 
 
 def ctc_greedy(logits: torch.Tensor, n_frames: int, blank: int) -> tuple[list[int], list[float]]:
@@ -107,7 +115,7 @@ class Transcriber:
         adapter, meta = load_adapter(path)
         loaded = load_backbone(path, dtype=dtype, device=device)
         tok = TextTokenizer(path)
-        sep = tok._tok.token_to_id(meta.get("sep_token", "<|assistant|>"))
+        sep = tok.token_id(meta.get("sep_token", SEP_TOKEN))
         encoder = from_hf(encoder_path) if encoder_path else pretrained_tiny_en()
         return cls(encoder.to(device), adapter.to(device), ModelRunner(loaded.model, loaded.info), tok, sep)
 
@@ -223,7 +231,7 @@ class StreamingTranscriber:
         return " ".join(t for t in [*self.final, self.partial] if t)
 
     def _decode(self, options: DecodeOptions) -> str:
-        if len(self.buffer) < SAMPLE_RATE // 10 or np.abs(self.buffer).max() < 1e-4:
+        if len(self.buffer) < SAMPLE_RATE // 10 or np.abs(self.buffer).max() < SILENCE_PEAK:
             return ""
         return self.model.transcribe([self.buffer], options)[0].text
 

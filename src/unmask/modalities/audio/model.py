@@ -19,6 +19,9 @@ from torch import nn
 
 from ...core.backbones import Transformer
 
+SEP_TOKEN = "<|assistant|>"
+"""Token between the audio frames and the transcript canvas (a special token of the BPE)."""
+
 
 @dataclass(frozen=True)
 class AdapterConfig:

@@ -38,6 +38,13 @@ class TextTokenizer:
             tok = tok.get("content")
         return None if tok is None else self._tok.token_to_id(tok)
 
+    def token_id(self, token: str) -> int:
+        """Id of a token of the vocabulary (e.g. a special token); clear error when the tokenizer lacks it."""
+        i = self._tok.token_to_id(token)
+        if i is None:
+            raise ValueError(f"tokenizer at {self.path} lacks the token {token!r}")
+        return i
+
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
