@@ -195,6 +195,9 @@ class FeatureCache(Cache):
         self.step = 0
 
     def logits(self, runner, canvas, rows, lo, hi, refresh):
+        if runner.pruner is not None and canvas.visual is not None:
+            raise ValueError("visual-token pruning does not compose with the feature cache (it recomputes layers "
+                             "piecewise); use cache none, prefix or dual with --prune")
         cfg, self.step = self.config, self.step + 1
         idx = torch.arange(canvas.batch_size, device=canvas.tokens.device) if rows is None else rows
         full = refresh or self.feats is None or (self.step - 1) % cfg.prompt_interval == 0

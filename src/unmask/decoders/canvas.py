@@ -50,6 +50,8 @@ class Canvas:
     mask_id: int
     embeds: torch.Tensor | None = None  # [B, P, D] vectors of embedding segments
     embed_mask: torch.Tensor | None = None  # [B, P] bool, True where ``embeds`` applies
+    visual: torch.Tensor | None = None  # [B, P] bool, columns of image segments (what pruning may drop)
+    visual_kept: torch.Tensor | None = None  # [B, P] bool, prefix columns kept once a pruner has ranked them
 
     @property
     def batch_size(self) -> int:
@@ -115,7 +117,7 @@ class Canvas:
         tokens[:, p:] = mask_id
         key_mask = torch.zeros((b, p + gen_length), dtype=torch.bool)
         fixed = torch.zeros((b, gen_length), dtype=torch.bool)
-        embeds = embed_mask = None
+        embeds = embed_mask = visual = None
         for i, segs in enumerate(prefixes):
             col = p - lens[i]
             key_mask[i, col:] = True
@@ -129,6 +131,10 @@ class Canvas:
                         embed_mask = torch.zeros((b, p), dtype=torch.bool)
                     embeds[i, col : col + n] = seg.embeddings
                     embed_mask[i, col : col + n] = True
+                    if seg.kind == "image":
+                        if visual is None:
+                            visual = torch.zeros((b, p), dtype=torch.bool)
+                        visual[i, col : col + n] = True
                 col += n
             if init_tokens is not None and init_tokens[i] is not None:
                 tokens[i, p:] = init_tokens[i]
@@ -145,4 +151,5 @@ class Canvas:
             prefix_len=p, mask_id=mask_id,
             embeds=None if embeds is None else embeds.to(dev),
             embed_mask=None if embed_mask is None else embed_mask.to(dev),
+            visual=None if visual is None else visual.to(dev),
         )

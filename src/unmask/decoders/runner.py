@@ -7,6 +7,7 @@ import torch
 from ..core.backbones import BackboneInfo, Transformer
 from ..core.backbones.transformer import KV
 from .canvas import Canvas
+from .pruning import Pruner
 
 
 class ModelRunner:
@@ -24,6 +25,8 @@ class ModelRunner:
         self.shift = int(info.shift_logits)
         self.sync_timing = False
         """Synchronize CUDA around each forward so the loop's forward/overhead split is real (benchmarks)."""
+        self.pruner: Pruner | None = None
+        """Visual-token pruning hook (``decoders.pruning``); None runs every column through every layer."""
 
     @property
     def device(self) -> torch.device:
@@ -68,10 +71,14 @@ class ModelRunner:
             keys = key_mask if past_mask is None else torch.cat([past_mask, key_mask], 1)
             allowed = self.block_of(canvas, k_cols)[None, :] <= self.block_of(canvas, q_cols)[:, None]
             attn_mask = allowed[None, None] & keys[:, None, None, :]  # [b, 1, Lq, Lk]
-        return self.model(
+        prune = None if self.pruner is None else self.pruner.request(canvas, rows, c0, c1, past_cols)
+        h = self.model(
             inputs_embeds=self.embed(canvas, rows, c0, c1), position_ids=sel(canvas.positions[:, c0:c1]),
-            key_mask=key_mask, attn_mask=attn_mask, past=past, past_mask=past_mask, kv_out=kv_out,
+            key_mask=key_mask, attn_mask=attn_mask, past=past, past_mask=past_mask, kv_out=kv_out, prune=prune,
         )
+        if prune is not None:
+            self.pruner.update(prune, canvas, rows, c0)
+        return h
 
     def block_of(self, canvas: Canvas, cols: torch.Tensor) -> torch.Tensor:
         """Attention block of each sequence column: -1 for the prompt, then one id per canvas block."""

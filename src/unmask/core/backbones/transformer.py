@@ -93,6 +93,26 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 KV = tuple[torch.Tensor, torch.Tensor]
 
 
+@dataclass
+class PruneRequest:
+    """Drop some input columns (visual tokens) from every layer after ``layer`` (FastV, VTW).
+
+    Either ``fixed`` names the columns to keep (a ranking made earlier, reused), or the forward ranks the
+    ``prunable`` columns by the attention they receive from the ``queries`` columns at ``layer`` (mean over heads
+    and queries) and keeps the ``keep`` best of each row. Kept columns are gathered, so later layers really run
+    on fewer positions; their rotary positions travel with them, so nothing shifts. ``past_alive`` (``[B, Lp]``)
+    hides cached columns that an earlier pruned forward dropped, in the layers after ``layer``.
+    """
+
+    layer: int
+    prunable: torch.Tensor  # [B, L] bool over this forward's columns
+    queries: torch.Tensor  # [B, L] bool
+    keep: int
+    fixed: torch.Tensor | None = None  # [B, L] bool: keep exactly these (row counts equal)
+    past_alive: torch.Tensor | None = None  # [B, Lp] bool
+    kept: torch.Tensor | None = None  # out: [B, L] bool, the columns later layers saw
+
+
 class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
@@ -175,6 +195,7 @@ class Transformer(nn.Module):
         past: list[KV] | None = None,
         past_mask: torch.Tensor | None = None,
         kv_out: list[KV] | None = None,
+        prune: PruneRequest | None = None,
     ) -> torch.Tensor:
         """Hidden states ``[B, L, D]``.
 
@@ -194,21 +215,80 @@ class Transformer(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(n, device=x.device).expand(b, n)
         cos, sin = rope_tables(position_ids, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
+        if prune is not None and (key_mask is None or attn_mask is not None):
+            raise ValueError("token pruning needs a bidirectional backbone called with key_mask (no attn_mask)")
+        if prune is not None and not 0 <= prune.layer < len(self.layers):
+            raise ValueError(f"pruning after layer {prune.layer}, but the model has layers 0..{len(self.layers) - 1}; "
+                             f"pick a layer in that range")
+        pm = None
         if attn_mask is None and (key_mask is not None or past_mask is not None):
             keys = key_mask if key_mask is not None else torch.ones(b, n, dtype=torch.bool, device=x.device)
             if past is not None:
                 pm = past_mask if past_mask is not None else torch.ones(
                     b, past[0][0].shape[2], dtype=torch.bool, device=x.device)
-                keys = torch.cat([pm, keys], 1)
-            attn_mask = keys[:, None, None, :]  # [B, 1, 1, Lp+L]
+            attn_mask = (keys if pm is None else torch.cat([pm, keys], 1))[:, None, None, :]  # [B, 1, 1, Lp+L]
+        idx = None  # [B, L'] columns still in the stream after pruning
         for i, layer in enumerate(self.layers):
+            if prune is not None and i == prune.layer:
+                idx = self._pruned_columns(layer, x, cos, sin, attn_mask, past, prune)
             x, kv = layer(x, cos, sin, attn_mask, None if past is None else past[i])
             if kv_out is not None:
-                kv_out.append(kv)
-        return self.norm(x)
+                kv_out.append(kv if idx is None or i <= prune.layer else _scatter_kv(kv, idx, n))
+            if prune is not None and i == prune.layer:
+                x = x.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))
+                cos, sin = (t.gather(2, idx[:, None, :, None].expand(-1, 1, -1, t.shape[-1])) for t in (cos, sin))
+                keys = key_mask.gather(1, idx)
+                if pm is not None:
+                    alive = pm if prune.past_alive is None else pm & prune.past_alive
+                    keys = torch.cat([alive, keys], 1)
+                attn_mask = keys[:, None, None, :]
+        x = self.norm(x)
+        if idx is None:
+            return x
+        return torch.zeros(b, n, x.shape[-1], dtype=x.dtype, device=x.device).scatter(
+            1, idx[..., None].expand(-1, -1, x.shape[-1]), x)  # dropped columns are zeros; no head reads them
+
+    @staticmethod
+    def _pruned_columns(layer: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                        attn_mask: torch.Tensor, past: list[KV] | None, prune: PruneRequest) -> torch.Tensor:
+        """Sorted ``[B, L']`` columns kept after ``layer``; records them in ``prune.kept``."""
+        b, n, _ = x.shape
+        if prune.fixed is not None:
+            keep = prune.fixed
+        else:
+            q, k, _ = layer.qkv(layer.attn_norm(x), cos, sin)  # [B, H, L, hd], [B, Hkv, L, hd]
+            if k.shape[1] != q.shape[1]:
+                k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+            # FastV ranks visual tokens by the attention they receive at layer K; only this chunk's columns are
+            # candidates, so cached past keys are left out of the softmax (they are never pruned here).
+            logits = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5  # [B, H, L, L]
+            chunk_mask = attn_mask[..., attn_mask.shape[-1] - n :]
+            att = logits.masked_fill(~chunk_mask, float("-inf")).softmax(-1)
+            w = prune.queries.to(att.dtype)[:, None, :, None]
+            received = (att * w).sum((1, 2)) / (w.sum((1, 2)) * att.shape[1]).clamp_min(1)  # [B, L]
+            received = received.masked_fill(~prune.prunable, float("-inf"))
+            keep = ~prune.prunable
+            if prune.keep > 0:
+                top = received.topk(prune.keep, dim=1).indices
+                keep = keep.scatter(1, top, True)
+        counts = keep.sum(1)
+        if bool((counts != counts[0]).any()):
+            raise ValueError(f"pruning must keep the same number of columns in every row, got {counts.tolist()}")
+        prune.kept = keep
+        return keep.nonzero()[:, 1].view(b, int(counts[0]))
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _scatter_kv(kv: KV, idx: torch.Tensor, n: int) -> KV:
+    """Keys/values of the kept columns ``idx`` ``[B, L']`` placed back at their columns of ``n`` (zeros elsewhere), so a
+    cache indexes every layer by the same columns; the dropped ones are hidden by ``PruneRequest.past_alive``."""
+    out = []
+    for t in kv:  # [B, Hkv, L', hd]
+        full = torch.zeros(*t.shape[:2], n, t.shape[-1], dtype=t.dtype, device=t.device)
+        out.append(full.scatter(2, idx[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[-1]), t))
+    return out[0], out[1]
