@@ -15,8 +15,9 @@ from unmask.core.checkpoint import load_backbone, random_backbone, save_backbone
 @pytest.mark.parametrize("family", BACKBONES.names())
 @pytest.mark.parametrize("shard", [None, 20_000])
 def test_round_trip(tmp_path, family, shard):
-    model = random_backbone(dataclasses.replace(TINY, qkv_bias=family == "dream"), seed=1)
-    info = BackboneInfo(family, mask_id=63, eos_id=1, pad_id=0, shift_logits=family == "dream")
+    # Dream's Qwen2 layout always carries q/k/v biases; LLaDA-V's Llama layout has none by default
+    model = random_backbone(dataclasses.replace(TINY, qkv_bias=family in ("dream", "dream_vl")), seed=1)
+    info = BackboneInfo(family, mask_id=63, eos_id=1, pad_id=0, shift_logits=BACKBONES.get(family).shift_logits)
     save_backbone(model, tmp_path, family=family, info=info, max_shard_bytes=shard)
     if shard:
         index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
@@ -71,7 +72,7 @@ def test_missing_weight_file_is_named(tmp_path):
 
 def test_unknown_architecture_and_missing_tensor(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(ValueError, match="known backbones: dream, llada"):
+    with pytest.raises(ValueError, match="known backbones: dream, dream_vl, llada, llava_llada"):
         load_backbone(tmp_path)
     save_backbone(random_backbone(TINY), tmp_path, family="llada", info=BackboneInfo("llada", 63, 1, 0, False))
     from safetensors.torch import load_file, save_file

@@ -8,11 +8,14 @@ from ..registry import Registry
 from .base import BackboneFamily, BackboneInfo
 from .dream import DreamFamily
 from .llada import LLaDAFamily
+from .llava import DreamVLFamily, LLaVALLaDAFamily
 from .transformer import Transformer, TransformerConfig
 
 BACKBONES: Registry[type[BackboneFamily]] = Registry("backbone")
 BACKBONES.register("llada")(LLaDAFamily)
 BACKBONES.register("dream")(DreamFamily)
+BACKBONES.register("llava_llada")(LLaVALLaDAFamily)
+BACKBONES.register("dream_vl")(DreamVLFamily)
 
 
 def detect_family(raw: dict[str, Any], where: str = "config.json") -> type[BackboneFamily]:

@@ -45,6 +45,12 @@ class TextTokenizer:
             raise ValueError(f"tokenizer at {self.path} lacks the token {token!r}")
         return i
 
+    def id_to_token(self, token_id: int) -> str:
+        tok = self._tok.id_to_token(token_id)
+        if tok is None:
+            raise ValueError(f"tokenizer at {self.path} has no token id {token_id}")
+        return tok
+
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size()
@@ -79,7 +85,8 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_bpe(texts: list[str], vocab_size: int, out_dir: str | Path) -> TextTokenizer:
+def train_bpe(texts: list[str], vocab_size: int, out_dir: str | Path, extra_special: tuple[str, ...] = ()
+              ) -> TextTokenizer:
     """Train the reference model's byte-level BPE. Digits are split one per token so that arithmetic
     is learnable at this size (as in LLaMA's tokenizer)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -91,7 +98,7 @@ def train_bpe(texts: list[str], vocab_size: int, out_dir: str | Path) -> TextTok
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + list(extra_special),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
