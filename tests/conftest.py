@@ -46,3 +46,15 @@ def random_asr_dir(tmp_path_factory):
     save_backbone(Transformer(cfg), out, family="llada", info=info)
     save_adapter(AudioAdapter(AdapterConfig(384, 32, tok.vocab_size, tok.pad_id)), out, {"sep_token": "<|assistant|>"})
     return out
+
+
+@pytest.fixture(scope="session")
+def small_vlm_dir(tmp_path_factory):
+    """A VLM written by ``unmask train vlm`` itself at toy size (40 steps; LLaDA-V layout), for pipeline tests."""
+    from unmask.train.vlm import main
+
+    out = tmp_path_factory.mktemp("small-vlm")
+    return main(None, {"out_dir": str(out), "hidden_size": 32, "num_layers": 4, "num_heads": 2, "intermediate_size": 64,
+                       "vocab_size": 300, "vision_hidden": 32, "vision_layers": 1, "vision_heads": 2, "patch_size": 16,
+                       "steps": 40, "batch_size": 8, "warmup": 5, "save_every": 40, "lr": 3e-3,
+                       "tokenizer_items": 100})

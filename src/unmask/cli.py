@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
@@ -106,7 +107,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import importlib
 
-    recipes = {"text": "text", "asr": "asr"}
+    recipes = {"text": "text", "asr": "asr", "vlm": "vlm"}
     if args.what not in recipes:
         raise SystemExit(f"unknown training recipe {args.what!r}; known: {', '.join(recipes)}")
     train = importlib.import_module(f".train.{recipes[args.what]}", __package__).main
@@ -118,9 +119,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.what == "vision":
+        from .modalities.vision.scenes import write_split
+
+        out = args.out or "runs/data/vision"
+        for split, n in (("test", 200 if args.n_test is None else args.n_test), ("train", args.n_train or 0)):
+            if n:
+                print(f"{split}: {n} items per task -> {write_split(out, split, n)}")
+        return 0
     from .modalities.audio.synth import plan, write_shards
 
-    for split, n in (("test", args.n_test), ("train", args.n_train)):
+    args.out = args.out or "runs/data/speech"
+    n_test = 300 if args.n_test is None else args.n_test
+    n_train = 8000 if args.n_train is None else args.n_train
+    for split, n in (("test", n_test), ("train", n_train)):
         if n:
             shards = write_shards(plan(n, split, args.seed), args.out, split, per_shard=args.per_shard,
                                   workers=args.workers)
@@ -179,6 +191,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_vlm(args: argparse.Namespace) -> int:
+    from .pipelines.vlm_eval import SWEEP, TASKS, EvalOptions, evaluate, plot_sweep
+
+    tasks = args.tasks.split(",")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise SystemExit(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
+    prunes = ["none", *SWEEP] if args.sweep else [args.prune]
+    opts = EvalOptions(policy=args.policy, tokens_per_step=args.tokens_per_step, cache=args.cache,
+                       batch_size=args.batch_size, elbo_samples=args.elbo_samples)
+    report = evaluate(args.model, tasks, args.data, prunes, opts, args.limit, args.out, args.device)
+    if args.sweep or args.plot:
+        report["plot"] = str(plot_sweep(report, args.plot or Path(args.out) / "sweep.png"))
+    report["predictions"] = str(Path(args.out) / "predictions.jsonl")
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for r in report["results"]:
+            print(f"{r['task']:8s} {r['prune']:60s} acc {r['accuracy']}  latency {r['latency_s']:.3f} s  "
+                  f"nfe {r['nfe']}  visual tokens {r['visual_tokens']}")
+        print(f"predictions: {report['predictions']}" + (f"; plot: {report['plot']}" if "plot" in report else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="unmask", description="masked-diffusion language models, one decoding core")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -233,11 +269,30 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     tr.add_argument("--show", type=int, default=0, help="print the first N transcripts with their references")
     tr.set_defaults(fn=cmd_transcribe)
+    ev = sub.add_parser("eval-vlm", help="VLM evaluation on held-out scene questions, with visual-token pruning")
+    ev.add_argument("--model", default="tiny-vlm")
+    ev.add_argument("--tasks", default="short,mc,long", help="comma-separated subset of short,mc,mc_elbo,long")
+    ev.add_argument("--data", default=None, help="manifest JSONL from `unmask data vision` (default: shipped sample)")
+    ev.add_argument("--prune", default="none", help="none | fastv:layer=K,ratio=R[,schedule=first|late|progressive,"
+                    "start=S,ramp=N] | vtw:layer=K")
+    ev.add_argument("--sweep", action="store_true", help="every task unpruned and under each pruning setting, plotted")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--policy", default="low_confidence")
+    ev.add_argument("--tokens-per-step", type=int, default=2)
+    ev.add_argument("--cache", default="none")
+    ev.add_argument("--elbo-samples", type=int, default=8)
+    ev.add_argument("--limit", type=int, default=None, help="first N items per task")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--out", default="runs/eval-vlm", help="directory for predictions.jsonl (and sweep.png)")
+    ev.add_argument("--plot", default=None, help="accuracy vs latency PNG (default OUT/sweep.png with --sweep)")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(fn=cmd_eval_vlm)
     d = sub.add_parser("data", help="generate a reference dataset offline")
-    d.add_argument("what", choices=["speech"])
-    d.add_argument("--out", default="runs/data/speech")
-    d.add_argument("--n-train", type=int, default=8000)
-    d.add_argument("--n-test", type=int, default=300)
+    d.add_argument("what", choices=["speech", "vision"])
+    d.add_argument("--out", default=None, help="default runs/data/speech or runs/data/vision")
+    d.add_argument("--n-train", type=int, default=None, help="speech: clips (8000); vision: items per task (0: the "
+                   "VLM recipe generates its training scenes on the fly)")
+    d.add_argument("--n-test", type=int, default=None, help="speech: clips (300); vision: items per task (200)")
     d.add_argument("--per-shard", type=int, default=500)
     d.add_argument("--workers", type=int, default=2)
     d.add_argument("--seed", type=int, default=0)
@@ -245,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list shipped models").set_defaults(fn=cmd_models)
     sub.add_parser("policies", help="list unmasking policies and caches").set_defaults(fn=cmd_policies)
     t = sub.add_parser("train", help="train a reference model from its recipe")
-    t.add_argument("what", choices=["text", "asr"])
+    t.add_argument("what", choices=["text", "asr", "vlm"])
     t.add_argument("--config", default=None)
     t.add_argument("--out", default=None)
     t.add_argument("--steps", type=int, default=None)

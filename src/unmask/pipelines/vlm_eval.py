@@ -1,0 +1,218 @@
+"""VLM evaluation: answer held-out scene questions with a diffusion VLM through the shared core, optionally with
+visual-token pruning, and report accuracy, latency, forwards and visual tokens per task and pruning setting.
+
+Tasks: ``short`` and ``long`` (generation), ``mc`` (multiple choice by generation: the letter) and ``mc_elbo``
+(multiple choice by Monte-Carlo ELBO: the option whose answer canvas has the highest estimated log-likelihood).
+Images that cannot be read become error records; the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..decoders import Canvas, ModelRunner, SamplingParams, build_cache, build_policy, denoise
+from ..decoders.pruning import PruneConfig, Pruner
+from ..modalities.vision.image import ImageError, load_image
+from ..modalities.vision.model import VLM, load_vlm
+from ..modalities.vision.scenes import score
+
+TASKS = ("short", "mc", "mc_elbo", "long")
+GEN_LENGTH = {"short": 8, "mc": 8, "long": 64}
+SWEEP = ("fastv:layer=1,ratio=0.5", "fastv:layer=1,ratio=0.25", "fastv:layer=1,ratio=0.25,schedule=late,start=4",
+         "fastv:layer=1,ratio=0.25,schedule=progressive,start=0,ramp=8", "vtw:layer=2", "vtw:layer=1")
+"""Pruning settings of ``--sweep`` (besides ``none``); the tiny model has 4 layers, so K=1 prunes layers 2 and 3."""
+
+
+def sample_manifest() -> Path:
+    return Path(__file__).resolve().parents[1] / "assets" / "data" / "vision-sample" / "test.jsonl"
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    policy: str = "low_confidence"
+    """Unmasking policy; the default fixed-step one keeps forwards equal across pruning settings."""
+    tokens_per_step: int = 2
+    """Fixed-step policies: canvas slots committed per forward (steps = gen_length / this)."""
+    cache: str = "none"
+    """Cache (none, prefix, dual) under which pruning runs."""
+    batch_size: int = 8
+    """Questions decoded together."""
+    elbo_samples: int = 8
+    """``mc_elbo``: masked samples per option (stratified mask ratios, shared across options)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.tokens_per_step < 1 or self.elbo_samples < 1:
+            raise ValueError("batch_size, tokens_per_step and elbo_samples must be >= 1")
+
+
+class VLMEvaluator:
+    """Plain class: load once, then ``run(task, records, prune)``."""
+
+    def __init__(self, vlm: VLM) -> None:
+        self.vlm = vlm
+        self.runner = ModelRunner(vlm.backbone, vlm.info)
+        self.tok = vlm.tokenizer
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = "tiny-vlm", device: str = "cpu") -> VLMEvaluator:
+        return cls(load_vlm(name_or_path, device=device))
+
+    def _images(self, records: list[dict]) -> tuple[list, list[dict], list[dict]]:
+        good, imgs, errors = [], [], []
+        for r in records:
+            try:
+                imgs.append(load_image(r["image"], r["image"]))
+                good.append(r)
+            except ImageError as e:
+                errors.append({"id": r["id"], "task": r["task"], "error": str(e)})
+        return imgs, good, errors
+
+    def run(self, task: str, records: list[dict], prune: PruneConfig | None = None,
+            options: EvalOptions | None = None) -> tuple[dict, list[dict]]:
+        """(result row, prediction records) of ``task`` over ``records`` (dicts as in the manifest)."""
+        if task not in TASKS:
+            raise ValueError(f"unknown VLM task {task!r}; known tasks: {', '.join(TASKS)}")
+        options = options or EvalOptions()
+        self.runner.pruner = None if prune is None else Pruner(prune)
+        preds, scores, nfe, wall, batches, vis = [], [], 0.0, 0.0, 0, []
+        todo = [r for r in records if r["task"] == ("mc" if task == "mc_elbo" else task)]
+        for b0 in range(0, len(todo), options.batch_size):
+            imgs, good, errors = self._images(todo[b0 : b0 + options.batch_size])
+            preds += errors
+            if not good:
+                continue
+            t0 = time.perf_counter()
+            embeds = self.vlm.encode(imgs)
+            if task == "mc_elbo":
+                answers, forwards = self._mc_elbo(embeds, good, options)
+            else:
+                answers, forwards = self._generate(embeds, good, GEN_LENGTH[task], options)
+            wall += time.perf_counter() - t0
+            batches += 1
+            nfe += forwards
+            for r, a in zip(good, answers, strict=True):
+                s = score("mc" if task == "mc_elbo" else task, a, r["answer"])
+                scores.append(s)
+                preds.append({"id": r["id"], "task": task, "question": r["question"], "answer": r["answer"],
+                              "prediction": a, "score": s})
+        if self.runner.pruner is not None:
+            st = self.runner.pruner.stats
+            vis.append(st["visual_tokens"] / max(1, st["forwards"]))
+        n = len(scores)
+        row = {
+            "task": task, "prune": "none" if prune is None else prune.name,
+            "accuracy": round(sum(scores) / n, 4) if n else None,
+            "latency_s": round(wall / max(1, batches), 4),
+            "nfe": round(nfe / max(1, n), 2),
+            "visual_tokens": round(vis[0], 1) if vis else self.vlm.tower.num_tokens,
+            "items": n, "errors": len(todo) - n, "batch_size": options.batch_size, "policy": options.policy,
+            "cache": options.cache,
+        }
+        self.runner.pruner = None
+        return row, preds
+
+    def _generate(self, embeds: torch.Tensor, records: list[dict], gen_length: int, options: EvalOptions
+                  ) -> tuple[list[str], float]:
+        prefixes = [self.vlm.prefix(embeds[i], r["question"]) for i, r in enumerate(records)]
+        canvas = Canvas.build(prefixes, gen_length, mask_id=self.runner.info.mask_id, pad_id=self.tok.pad_id,
+                              max_length=self.runner.max_length, device=self.runner.device)
+        params = SamplingParams(gen_length=gen_length, steps=gen_length // options.tokens_per_step)
+        res = denoise(self.runner, canvas, build_policy(options.policy), params, eos_id=self.tok.eos_id,
+                      cache=build_cache(options.cache))
+        out = []
+        for row in res.tokens.tolist():
+            if self.tok.eos_id in row:
+                row = row[: row.index(self.tok.eos_id)]
+            out.append(self.tok.decode(row).strip())
+        return out, float(res.nfe.sum())
+
+    def _mc_elbo(self, embeds: torch.Tensor, records: list[dict], options: EvalOptions) -> tuple[list[str], float]:
+        """Pick the letter whose answer (letter, EOS) has the highest Monte-Carlo ELBO."""
+        letters = "ABCD"
+        answers = []
+        for i, r in enumerate(records):
+            prefix = self.vlm.prefix(embeds[i], r["question"])
+            scores = [self.elbo(prefix, self.tok.encode(x) + [self.tok.eos_id], options.elbo_samples)
+                      for x in letters]
+            answers.append(letters[max(range(len(letters)), key=scores.__getitem__)])
+        return answers, float(len(records) * len(letters) * options.elbo_samples)
+
+    @torch.inference_mode()
+    def elbo(self, prefix: list, target: list[int], samples: int, seed: int = 0) -> float:
+        """Monte-Carlo ELBO of ``target`` filling a canvas after ``prefix``: E_t[1/t * sum over masked slots of
+        log p(token)], mask ratios t stratified over ``samples`` rows of one batched forward. The same ``seed`` gives
+        every candidate the same draws (common random numbers), so comparisons between candidates are less noisy."""
+        g = len(target)
+        gen = torch.Generator().manual_seed(seed)
+        t = (torch.arange(samples) + torch.rand(samples, generator=gen)) / samples  # [S]
+        masked = torch.rand(samples, g, generator=gen) < t[:, None]
+        masked[torch.arange(samples), torch.randint(0, g, (samples,), generator=gen)] = True
+        rows = torch.tensor(target).expand(samples, g)
+        init = torch.where(masked, self.runner.info.mask_id, rows)
+        canvas = Canvas.build([prefix] * samples, g, mask_id=self.runner.info.mask_id, pad_id=self.tok.pad_id,
+                              init_tokens=list(init), max_length=self.runner.max_length, device=self.runner.device)
+        logp = self.runner.forward(canvas).log_softmax(-1).cpu()  # [S, g, V]
+        ll = logp.gather(-1, rows[..., None]).squeeze(-1)  # [S, g]
+        return float(((ll * masked).sum(1) / t.clamp_min(1e-3)).mean())
+
+
+def evaluate(model: str, tasks: list[str], manifest: str | Path | None = None, prunes: list[str] = ("none",),
+             options: EvalOptions | None = None, limit: int | None = None, out_dir: str | Path | None = None,
+             device: str = "cpu") -> dict:
+    """Every task under every pruning setting; predictions to ``out_dir/predictions.jsonl``."""
+    from tqdm import tqdm
+
+    from ..modalities.vision.scenes import read_split
+
+    configs = [PruneConfig.parse(p) for p in prunes]  # parse all first: a typo fails before any work
+    ev = VLMEvaluator.from_pretrained(model, device)
+    layers = ev.vlm.backbone.cfg.num_layers
+    for c in configs:
+        if c is not None and c.layer >= layers:
+            raise ValueError(f"--prune {c.name}: layer {c.layer} does not exist; {model} has layers 0..{layers - 1}")
+    records = read_split(manifest or sample_manifest(), limit=limit)
+    results, preds = [], []
+    for cfg in tqdm(configs, desc="prune settings", disable=len(configs) == 1):
+        for task in tasks:
+            row, p = ev.run(task, records, cfg, options)
+            results.append(row)
+            preds += [q | {"prune": row["prune"]} for q in p]
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "predictions.jsonl").open("w") as f:
+            for q in preds:
+                f.write(json.dumps(q) + "\n")
+    return {"model": str(model), "device": device, "results": results}
+
+
+def plot_sweep(report: dict, png: str | Path) -> Path:
+    """Accuracy vs latency, one panel per task, one point per pruning setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in report["results"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for r in (r for r in report["results"] if r["task"] == task and r["accuracy"] is not None):
+            ax.scatter(r["latency_s"], r["accuracy"], marker="*" if r["prune"] == "none" else "o", s=60)
+            ax.annotate(r["prune"].replace("schedule=", "").replace("fastv:", "fastv "), (r["latency_s"],
+                        r["accuracy"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set_title(task)
+        ax.set_xlabel("latency per batch (s)")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{report['model']}: visual-token pruning, accuracy vs latency")
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png

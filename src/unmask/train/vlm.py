@@ -1,0 +1,158 @@
+"""Recipe for the ``tiny-vlm`` reference model: a SigLIP-shaped vision tower and ``mlp2x_gelu`` projector trained from
+scratch together with a LLaDA-architecture backbone, masked-diffusion loss on the answer canvas (answer + EOS
+padding of random length), on procedural scenes generated on the fly (``unmask.modalities.vision.scenes``, train
+split). Saved in LLaDA-V's layout (``model_type: llava_llada``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..core.backbones import BackboneInfo
+from ..core.config import config_from_dict, config_to_dict, load_yaml
+from ..decoders.canvas import Canvas
+from ..modalities.text.tokenizer import train_bpe
+from ..modalities.vision.image import ImageConfig, preprocess
+from ..modalities.vision.model import VLM, VisionSpec, VisionTower, save_vlm, siglip_config
+from ..modalities.vision.scenes import SIZE, TASKS, make_item
+from .common import BackboneRecipe
+from .text import plot_loss
+
+
+@dataclass(frozen=True)
+class VlmTrainConfig(BackboneRecipe):
+    """Recipe of the VLM reference model (``configs/train_vlm.yaml``); backbone and optimiser fields are
+    :class:`BackboneRecipe`'s."""
+
+    out_dir: str = "runs/tiny-vlm"
+    """Where the checkpoint and the training log are written."""
+    batch_size: int = 32
+    """Questions (one image each) per step."""
+    vision_hidden: int = 192
+    """Vision tower width."""
+    vision_layers: int = 3
+    """Vision tower depth."""
+    vision_heads: int = 4
+    """Vision tower attention heads."""
+    patch_size: int = 8
+    """Patch side in pixels: (96 / 8)^2 = 144 visual tokens per image."""
+    task_weights: dict = field(default_factory=lambda: {"short": 0.4, "mc": 0.3, "long": 0.3})
+    """Sampling weight of each task."""
+    max_pad: int = 16
+    """Largest number of EOS slots after an answer (uniform in [1, max_pad])."""
+    tokenizer_items: int = 2000
+    """Generated questions per task that the BPE tokenizer is trained on."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = sorted(set(self.task_weights) - set(TASKS))
+        if unknown:
+            raise ValueError(f"task_weights names unknown task(s) {unknown}; known tasks: {list(TASKS)}")
+        if SIZE % self.patch_size:
+            raise ValueError(f"patch_size {self.patch_size} must divide the image size {SIZE}")
+
+
+def tokenizer_corpus(n: int = 2000) -> list[str]:
+    out = []
+    for task in TASKS:
+        for i in range(n):
+            item, _ = make_item(task, "train", i)
+            out.append(f"<|user|>\n{item.question}<|assistant|>{item.answer}")
+    return out
+
+
+def new_vlm(cfg: VlmTrainConfig, tok) -> VLM:
+    model = cfg.new_backbone(tok.vocab_size)
+    vcfg = siglip_config({"hidden_size": cfg.vision_hidden, "intermediate_size": 2 * cfg.vision_hidden,
+                          "num_hidden_layers": cfg.vision_layers, "num_attention_heads": cfg.vision_heads,
+                          "image_size": SIZE, "patch_size": cfg.patch_size})
+    tower = VisionTower(vcfg, cfg.hidden_size, VisionSpec(image=ImageConfig(size=SIZE)))
+    info = BackboneInfo(family="llava_llada", mask_id=tok.mask_id, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                        shift_logits=False)
+    return VLM(tower, model, info, tok, "llava_llada")
+
+
+def vlm_loss(vlm: VLM, items: list, images: list[np.ndarray], max_pad: int, rng: random.Random,
+             gen: torch.Generator, t_min: float = 0.05) -> torch.Tensor:
+    tok = vlm.tokenizer
+    emb = vlm.tower(preprocess(images, vlm.spec.image))  # [B, N, D]
+    answers = [tok.encode(it.answer) + [tok.eos_id] for it in items]
+    g = max(map(len, answers)) + rng.randint(1, max_pad)
+    target = torch.full((len(items), g), tok.eos_id, dtype=torch.long)
+    for i, a in enumerate(answers):
+        target[i, : len(a)] = torch.tensor(a)
+    b = len(items)
+    t = t_min + (1 - t_min) * torch.rand(b, 1, generator=gen)
+    masked = torch.rand(b, g, generator=gen) < t
+    masked[torch.arange(b), (torch.rand(b, generator=gen) * g).long()] = True
+    noisy = torch.where(masked, tok.mask_id, target)
+    canvas = Canvas.build([vlm.prefix(emb[i], it.question) for i, it in enumerate(items)], g, mask_id=tok.mask_id,
+                          pad_id=tok.pad_id, init_tokens=list(noisy))  # laid out exactly as at decoding time
+    p = canvas.prefix_len
+    x = vlm.backbone.embed(canvas.tokens)
+    x = torch.cat([torch.where(canvas.embed_mask[..., None], canvas.embeds, x[:, :p]), x[:, p:]], 1)
+    h = vlm.backbone(inputs_embeds=x, position_ids=canvas.positions, key_mask=canvas.key_mask)
+    logits = vlm.backbone.logits(h[:, p:])
+    return F.cross_entropy(logits[masked], target[masked])
+
+
+def train(cfg: VlmTrainConfig) -> Path:
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = train_bpe(tokenizer_corpus(cfg.tokenizer_items), cfg.vocab_size, out)
+    vlm = new_vlm(cfg, tok)
+    params = list(vlm.backbone.parameters()) + list(vlm.tower.parameters())
+    opt, sched = cfg.optimizer(params)
+    rng = random.Random(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    tasks, weights = zip(*cfg.task_weights.items(), strict=True)
+    counters = dict.fromkeys(tasks, cfg.seed * 10_000_000)
+    log = (out / "train_log.jsonl").open("w")
+    from tqdm import tqdm
+
+    vlm.backbone.train()
+    vlm.tower.train()
+    t0, avg = time.time(), None
+    bar = tqdm(range(1, cfg.steps + 1), desc="train vlm", mininterval=10)
+    for step in bar:
+        items, images = [], []
+        for task in rng.choices(tasks, weights, k=cfg.batch_size):
+            it, img = make_item(task, "train", counters[task])
+            counters[task] += 1
+            items.append(it)
+            images.append(img)
+        loss = vlm_loss(vlm, items, images, cfg.max_pad, rng, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        if step % 20 == 0 or step == cfg.steps:
+            bar.set_postfix(loss=f"{avg:.3f}")
+            log.write(json.dumps({"step": step, "loss": avg, "lr": sched.get_last_lr()[0],
+                                  "elapsed_s": round(time.time() - t0, 1)}) + "\n")
+            log.flush()
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            vlm.backbone.eval()
+            save_vlm(vlm, out, extra_config={"unmask_recipe": config_to_dict(cfg), "unmask_step": step})
+            vlm.backbone.train()
+    log.close()
+    plot_loss(out / "train_log.jsonl", out / "loss.png")
+    return out
+
+
+def main(config_path: str | None, overrides: dict | None = None) -> Path:
+    data = load_yaml(config_path) if config_path else {}
+    data.update(overrides or {})
+    return train(config_from_dict(VlmTrainConfig, data, where=config_path or "overrides"))

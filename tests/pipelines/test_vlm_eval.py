@@ -1,0 +1,74 @@
+"""VLM evaluation pipeline end to end on a few held-out items: JSON fields, predictions, pruning settings, the sweep
+plot, and bad images recorded without losing the rest of the batch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from unmask.decoders.pruning import PruneConfig
+from unmask.modalities.vision.scenes import read_split, write_split
+from unmask.pipelines.vlm_eval import EvalOptions, VLMEvaluator
+
+FIELDS = {"task", "prune", "accuracy", "latency_s", "nfe", "visual_tokens"}
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return write_split(tmp_path_factory.mktemp("vision"), "test", 3)
+
+
+def test_every_task_runs_and_reports(small_vlm_dir, manifest):
+    ev = VLMEvaluator.from_pretrained(small_vlm_dir)
+    records = read_split(manifest)
+    for task in ("short", "mc", "mc_elbo", "long"):
+        row, preds = ev.run(task, records, None, EvalOptions(batch_size=2, elbo_samples=2))
+        assert FIELDS <= set(row) and row["items"] == 3 and row["errors"] == 0 and len(preds) == 3
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["nfe"] >= 1 and row["visual_tokens"] == 36
+        if task == "mc_elbo":
+            assert row["nfe"] == 4 * 2 and all(p["prediction"] in "ABCD" for p in preds)
+    row, _ = ev.run("long", records, PruneConfig.parse("fastv:layer=0,ratio=0.25"), EvalOptions(batch_size=3))
+    assert row["prune"].startswith("fastv:layer=0,ratio=0.25") and row["visual_tokens"] == 9
+    row, _ = ev.run("short", records, PruneConfig.parse("vtw:layer=1"))
+    assert row["visual_tokens"] == 0
+
+
+def test_ratio_one_pruning_gives_the_unpruned_predictions(small_vlm_dir, manifest):
+    ev = VLMEvaluator.from_pretrained(small_vlm_dir)
+    records = read_split(manifest, tasks=["long"])
+    _, ref = ev.run("long", records)
+    _, got = ev.run("long", records, PruneConfig.parse("fastv:layer=1,ratio=1.0,schedule=late,start=1"))
+    assert [p["prediction"] for p in ref] == [p["prediction"] for p in got]
+
+
+def test_bad_images_become_error_records(small_vlm_dir, manifest, tmp_path):
+    records = read_split(manifest, tasks=["short"])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"garbage")
+    records[1] = records[1] | {"image": str(broken)}
+    row, preds = VLMEvaluator.from_pretrained(small_vlm_dir).run("short", records, None, EvalOptions(batch_size=3))
+    assert row["items"] == 2 and row["errors"] == 1
+    err = [p for p in preds if "error" in p]
+    assert len(err) == 1 and "broken.png: not a readable image" in err[0]["error"]
+
+
+def test_cli_sweep_json_and_plot(small_vlm_dir, manifest, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "unmask.cli", "eval-vlm", "--model", str(small_vlm_dir), "--data",
+                          str(manifest), "--tasks", "short,long", "--sweep", "--limit", "2", "--out", str(tmp_path),
+                          "--json"], capture_output=True, text=True, check=True).stdout
+    report = json.loads(out)
+    prunes = {r["prune"] for r in report["results"]}
+    assert "none" in prunes and len(prunes) == 7 and all(FIELDS <= set(r) for r in report["results"])
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+    preds = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 2 * 2 * 7
+
+
+def test_prune_layer_outside_the_model_is_refused_before_work(small_vlm_dir, manifest):
+    from unmask.pipelines.vlm_eval import evaluate
+
+    with pytest.raises(ValueError, match="layer 9 does not exist"):
+        evaluate(str(small_vlm_dir), ["short"], manifest, ["none", "vtw:layer=9"])
