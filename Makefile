@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTHON312 ?= $(shell for c in $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | sort -rV) \
   $$(command -v python3.12); do "$$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null \
   && echo "$$c" && break; done)
-EXTRAS := dev,audio,vision,robot,cluster
+EXTRAS := dev,audio,vision,robot,cluster,eval
 
 .PHONY: setup sysdeps-audio demo test bench lint clean
 setup: $(VENV)/.installed
