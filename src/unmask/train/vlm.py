@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..core.backbones import BackboneInfo
 from ..core.config import config_from_dict, config_to_dict, load_yaml
 from ..decoders.canvas import Canvas
 from ..modalities.text.tokenizer import train_bpe
 from ..modalities.vision.image import ImageConfig, preprocess
-from ..modalities.vision.model import VLM, VisionSpec, VisionTower, save_vlm, siglip_config
-from ..modalities.vision.scenes import SIZE, TASKS, make_item
+from ..modalities.vision.model import VLM, Projector, VisionSpec, VisionTower, load_vlm, save_vlm, siglip_config
+from ..modalities.vision.scenes import COLORS, SHAPES, SIZE, TASKS, make_item
 from .common import BackboneRecipe
 from .text import plot_loss
 
@@ -50,6 +51,14 @@ class VlmTrainConfig(BackboneRecipe):
     """Largest number of EOS slots after an answer (uniform in [1, max_pad])."""
     tokenizer_items: int = 2000
     """Generated questions per task that the BPE tokenizer is trained on."""
+    init_from: str | None = None
+    """Continue from this checkpoint (weights and tokenizer) instead of starting from scratch."""
+    probe_weight: float = 1.0
+    """Weight of the auxiliary cell-attribute loss on the tower's features (0 turns it off)."""
+    stop_after: int | None = None
+    """End the run after this step (saving there) while keeping the schedule of ``steps``."""
+    reinit_projector: bool = False
+    """With ``init_from``: start the projector afresh (small weights), keeping tower and backbone."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,10 +89,49 @@ def new_vlm(cfg: VlmTrainConfig, tok) -> VLM:
     return VLM(tower, model, info, tok, "llava_llada")
 
 
+class CellProbe(nn.Module):
+    """Training-only head: from the tower's features pooled over each of the 3x3 scene cells, predict what the cell
+    holds (kind, colour, size, digit). A tower trained from scratch only through the diffusion loss collapsed to
+    nearly image-independent features and the backbone learnt to ignore them (loss with shuffled images equalled the
+    loss with the right ones); this supervision, from the scene generator's own labels, grounds the tower. It is not
+    part of the saved checkpoint."""
+
+    KINDS = ("none", *SHAPES, "digit")
+    COLOR_NAMES = ("none", *COLORS)
+    SIZES = ("none", "small", "large")
+    DIGITS = ("none", *map(str, range(10)))
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        names = (self.KINDS, self.COLOR_NAMES, self.SIZES, self.DIGITS)
+        self.heads = nn.ModuleList(nn.Linear(dim, len(v)) for v in names)
+
+    def labels(self, scene) -> torch.Tensor:
+        out = torch.zeros(9, 4, dtype=torch.long)  # [cell, head]; 0 = empty
+        for t in scene:
+            out[t.cell] = torch.tensor([self.KINDS.index(t.kind), self.COLOR_NAMES.index(t.color or "none"),
+                                        self.SIZES.index(t.size or "none"),
+                                        self.DIGITS.index(str(t.digit)) if t.kind == "digit" else 0])
+        return out
+
+    def forward(self, feats: torch.Tensor, scenes: list) -> torch.Tensor:
+        b, n, e = feats.shape
+        side = int(round(n**0.5))
+        grid = feats.view(b, side, side, e).permute(0, 3, 1, 2)  # [B, E, S, S]
+        cells = F.adaptive_avg_pool2d(grid, 3).flatten(2).transpose(1, 2)  # [B, 9, E], row-major = scene cells
+        target = torch.stack([self.labels(s) for s in scenes])  # [B, 9, 4]
+        return sum(F.cross_entropy(h(cells).flatten(0, 1), target[..., i].flatten())
+                   for i, h in enumerate(self.heads)) / len(self.heads)
+
+
 def vlm_loss(vlm: VLM, items: list, images: list[np.ndarray], max_pad: int, rng: random.Random,
-             gen: torch.Generator, t_min: float = 0.05) -> torch.Tensor:
+             gen: torch.Generator, t_min: float = 0.05, probe: CellProbe | None = None
+             ) -> tuple[torch.Tensor, float]:
+    """(diffusion loss [+ probe loss], the probe loss alone)."""
     tok = vlm.tokenizer
-    emb = vlm.tower(preprocess(images, vlm.spec.image))  # [B, N, D]
+    feats = vlm.tower.features(preprocess(images, vlm.spec.image))  # [B, N, E]
+    emb = vlm.tower.projector(feats)  # [B, N, D]
+    aux = probe(feats, [it.scene for it in items]) if probe is not None else None
     answers = [tok.encode(it.answer) + [tok.eos_id] for it in items]
     g = max(map(len, answers)) + rng.randint(1, max_pad)
     target = torch.full((len(items), g), tok.eos_id, dtype=torch.long)
@@ -101,7 +149,10 @@ def vlm_loss(vlm: VLM, items: list, images: list[np.ndarray], max_pad: int, rng:
     x = torch.cat([torch.where(canvas.embed_mask[..., None], canvas.embeds, x[:, :p]), x[:, p:]], 1)
     h = vlm.backbone(inputs_embeds=x, position_ids=canvas.positions, key_mask=canvas.key_mask)
     logits = vlm.backbone.logits(h[:, p:])
-    return F.cross_entropy(logits[masked], target[masked])
+    loss = F.cross_entropy(logits[masked], target[masked])
+    if aux is None:
+        return loss, 0.0
+    return loss + aux, aux.item()
 
 
 def train(cfg: VlmTrainConfig) -> Path:
@@ -109,14 +160,24 @@ def train(cfg: VlmTrainConfig) -> Path:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = train_bpe(tokenizer_corpus(cfg.tokenizer_items), cfg.vocab_size, out)
-    vlm = new_vlm(cfg, tok)
+    if cfg.init_from:
+        vlm = load_vlm(cfg.init_from)
+        vlm.tower.float()
+        vlm.backbone.float()
+        if cfg.reinit_projector:
+            # phase 1's projector had drifted to a large image-independent offset (|mean| 13 vs 2.5 across images):
+            # every image token looked alike to the backbone's attention, so it never learnt to read them
+            vlm.tower.projector = Projector(vlm.tower.vision.config.hidden_size, cfg.hidden_size)
+    else:
+        vlm = new_vlm(cfg, train_bpe(tokenizer_corpus(cfg.tokenizer_items), cfg.vocab_size, out))
+    probe = CellProbe(vlm.tower.vision.config.hidden_size) if cfg.probe_weight > 0 else None
     params = list(vlm.backbone.parameters()) + list(vlm.tower.parameters())
+    params += [] if probe is None else list(probe.parameters())
     opt, sched = cfg.optimizer(params)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     tasks, weights = zip(*cfg.task_weights.items(), strict=True)
-    counters = dict.fromkeys(tasks, cfg.seed * 10_000_000)
+    counters = dict.fromkeys(tasks, cfg.seed * 10_000_000)  # a new seed gives new scenes, not a replay
     log = (out / "train_log.jsonl").open("w")
     from tqdm import tqdm
 
@@ -131,22 +192,28 @@ def train(cfg: VlmTrainConfig) -> Path:
             counters[task] += 1
             items.append(it)
             images.append(img)
-        loss = vlm_loss(vlm, items, images, cfg.max_pad, rng, gen)
+        loss, aux = vlm_loss(vlm, items, images, cfg.max_pad, rng, gen, probe=probe)
+        if probe is not None and cfg.probe_weight != 1.0:
+            loss = loss + (cfg.probe_weight - 1.0) * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
+        now = (loss.item() - cfg.probe_weight * aux, aux)
+        avg = now if avg is None else tuple(0.98 * a + 0.02 * v for a, v in zip(avg, now, strict=True))
         if step % 20 == 0 or step == cfg.steps:
-            bar.set_postfix(loss=f"{avg:.3f}")
-            log.write(json.dumps({"step": step, "loss": avg, "lr": sched.get_last_lr()[0],
+            bar.set_postfix(loss=f"{avg[0]:.3f}", probe=f"{avg[1]:.3f}")
+            log.write(json.dumps({"step": step, "loss": avg[0], "probe": avg[1], "lr": sched.get_last_lr()[0],
                                   "elapsed_s": round(time.time() - t0, 1)}) + "\n")
             log.flush()
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        last = step == cfg.steps or step == cfg.stop_after
+        if step % cfg.save_every == 0 or last:
             vlm.backbone.eval()
             save_vlm(vlm, out, extra_config={"unmask_recipe": config_to_dict(cfg), "unmask_step": step})
             vlm.backbone.train()
+        if last:
+            break
     log.close()
     plot_loss(out / "train_log.jsonl", out / "loss.png")
     return out

@@ -87,12 +87,15 @@ class VisionTower(nn.Module):
         c = self.vision.config
         return (c.image_size // c.patch_size) ** 2
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Tower features ``[B, N, E]`` before the projector (hidden state ``select_layer``)."""
         out = self.vision(pixel_values=pixels.to(self.projector.fc1.weight.dtype), output_hidden_states=True)
-        feats = out.hidden_states[self.spec.select_layer]  # [B, N, E]
         if self.spec.select_layer == -1:
-            feats = out.last_hidden_state  # post-layernorm, as SigLIP's own output
-        return self.projector(feats)
+            return out.last_hidden_state  # post-layernorm, as SigLIP's own output
+        return out.hidden_states[self.spec.select_layer]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.features(pixels))
 
 
 def _tower_state(tower: VisionTower, layout: str) -> dict[str, torch.Tensor]:
