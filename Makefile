@@ -56,6 +56,9 @@ bench: setup sysdeps-audio
 	$(VENV)/bin/unmask bench decode --gen-lengths 256 --batch-sizes 1 8 --n-per-task 2 \
 	  --policies low_confidence,threshold,adaptive_block --caches none,dual \
 	  --plot runs/bench/decode256.png --markdown runs/bench/decode256.md
+	[ -f runs/data/vision/test.jsonl ] || $(VENV)/bin/unmask data vision --n-test 200
+	$(VENV)/bin/unmask eval-vlm --model tiny-vlm --data runs/data/vision/test.jsonl --tasks short,mc,mc_elbo,long \
+	  --sweep --out runs/bench/vlm --json
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

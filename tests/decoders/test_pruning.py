@@ -41,10 +41,11 @@ def _decode(runner, spec, cache="none", policy="low_confidence", batch=3, g=16, 
 
 @pytest.mark.parametrize("cache,block", [("none", None), ("prefix", 8), ("dual", 8)])
 @pytest.mark.parametrize("schedule", ["first", "late", "progressive"])
-def test_ratio_one_equals_unpruned(cache, block, schedule):
+@pytest.mark.parametrize("policy", ["low_confidence", "threshold", "credit"])
+def test_ratio_one_equals_unpruned(cache, block, schedule, policy):
     runner = _runner()
-    ref, _ = _decode(runner, None, cache, block=block)
-    got, canvas = _decode(runner, f"fastv:layer=1,ratio=1.0,schedule={schedule},start=1", cache, block=block)
+    ref, _ = _decode(runner, None, cache, policy, block=block)
+    got, canvas = _decode(runner, f"fastv:layer=1,ratio=1.0,schedule={schedule},start=1", cache, policy, block=block)
     assert torch.equal(ref.tokens, got.tokens)
     assert canvas.visual_kept is not None and bool(canvas.visual_kept[canvas.visual].all())
 

@@ -61,10 +61,10 @@ def test_cli_sweep_json_and_plot(small_vlm_dir, manifest, tmp_path):
                           "--json"], capture_output=True, text=True, check=True).stdout
     report = json.loads(out)
     prunes = {r["prune"] for r in report["results"]}
-    assert "none" in prunes and len(prunes) == 7 and all(FIELDS <= set(r) for r in report["results"])
+    assert "none" in prunes and len(prunes) == 8 and all(FIELDS <= set(r) for r in report["results"])
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
     preds = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
-    assert len(preds) == 2 * 2 * 7
+    assert len(preds) == 2 * 2 * 8
 
 
 def test_prune_layer_outside_the_model_is_refused_before_work(small_vlm_dir, manifest):

@@ -24,7 +24,8 @@ from ..modalities.vision.scenes import score
 TASKS = ("short", "mc", "mc_elbo", "long")
 GEN_LENGTH = {"short": 8, "mc": 8, "long": 64}
 SWEEP = ("fastv:layer=1,ratio=0.5", "fastv:layer=1,ratio=0.25", "fastv:layer=1,ratio=0.25,schedule=late,start=4",
-         "fastv:layer=1,ratio=0.25,schedule=progressive,start=0,ramp=8", "vtw:layer=2", "vtw:layer=1")
+         "fastv:layer=1,ratio=0.25,schedule=progressive,start=0,ramp=8", "fastv:layer=0,ratio=0.25", "vtw:layer=2",
+         "vtw:layer=1")
 """Pruning settings of ``--sweep`` (besides ``none``); the tiny model has 4 layers, so K=1 prunes layers 2 and 3."""
 
 
@@ -199,18 +200,22 @@ def plot_sweep(report: dict, png: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(r["task"] for r in report["results"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4), squeeze=False)
+    settings = list(dict.fromkeys(r["prune"] for r in report["results"]))
+    colors = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for r in (r for r in report["results"] if r["task"] == task and r["accuracy"] is not None):
-            ax.scatter(r["latency_s"], r["accuracy"], marker="*" if r["prune"] == "none" else "o", s=60)
-            ax.annotate(r["prune"].replace("schedule=", "").replace("fastv:", "fastv "), (r["latency_s"],
-                        r["accuracy"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            k = settings.index(r["prune"])
+            ax.scatter(r["latency_s"], r["accuracy"], marker="*" if r["prune"] == "none" else "o", s=70,
+                       color=colors(k % 10), label=r["prune"])
         ax.set_title(task)
         ax.set_xlabel("latency per batch (s)")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, frameon=False)
     fig.suptitle(f"{report['model']}: visual-token pruning, accuracy vs latency")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     png = Path(png)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=120)
