@@ -17,3 +17,21 @@ def test_train_vlm_tiny_run_writes_a_loadable_checkpoint(small_vlm_dir):
     item, image = make_item("short", "test", 0)
     segs = vlm.prefix(vlm.encode([image])[0], item.question)
     assert [s.kind for s in segs] == ["text", "image", "text"] and len(segs[1]) == (96 // 16) ** 2
+
+
+def test_probe_weight_scales_the_probe_loss(small_vlm_dir):
+    import random
+
+    import torch
+
+    from unmask.train.vlm import CellProbe, vlm_loss
+
+    vlm = load_vlm(small_vlm_dir)
+    items, images = zip(*[make_item("long", "train", i) for i in range(4)], strict=True)
+    probe = CellProbe(vlm.tower.vision.config.hidden_size)
+    out = {}
+    for w in (0.0, 2.0):
+        with torch.no_grad():
+            out[w] = vlm_loss(vlm, list(items), list(images), 4, random.Random(0), torch.Generator().manual_seed(0),
+                              probe=probe, probe_weight=w)
+    assert out[2.0][1] > 0 and abs(out[2.0][0].item() - out[0.0][0].item() - 2 * out[2.0][1]) < 1e-4

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from ..core.backbones import BackboneInfo, Transformer
 from ..core.checkpoint import save_backbone
-from ..core.config import config_from_dict, config_to_dict, load_yaml
+from ..core.config import config_to_dict
 from ..modalities.audio.model import SEP_TOKEN, AdapterConfig, AudioAdapter, audio_rows, save_adapter
 from ..modalities.text.tokenizer import TextTokenizer, train_bpe
-from .common import BackboneRecipe
+from .common import BackboneRecipe, load_recipe
 from .text import plot_loss
 
 
@@ -154,6 +154,4 @@ def train(cfg: AsrTrainConfig) -> Path:
 
 
 def main(config_path: str | None, overrides: dict | None = None) -> Path:
-    data = load_yaml(config_path) if config_path else {}
-    data.update(overrides or {})
-    return train(config_from_dict(AsrTrainConfig, data, where=config_path or "overrides"))
+    return train(load_recipe(AsrTrainConfig, config_path, overrides))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.backbones import Transformer, TransformerConfig
+from ..core.config import config_from_dict, load_yaml
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,10 @@ class BackboneRecipe:
             * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / self.steps)))),
         )
         return opt, sched
+
+
+def load_recipe[T](cls: type[T], config_path: str | None, overrides: dict | None = None) -> T:
+    """A recipe from its YAML file (if any) with ``overrides`` applied; unknown keys fail naming the file."""
+    data = load_yaml(config_path) if config_path else {}
+    data.update(overrides or {})
+    return config_from_dict(cls, data, where=config_path or "overrides")

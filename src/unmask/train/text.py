@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 from ..core.backbones import BackboneInfo, Transformer
 from ..core.checkpoint import save_backbone
-from ..core.config import config_from_dict, config_to_dict, load_yaml
+from ..core.config import config_to_dict
 from ..modalities.text.tasks import TASKS, stream
 from ..modalities.text.tokenizer import TextTokenizer, train_bpe
-from .common import BackboneRecipe
+from .common import BackboneRecipe, load_recipe
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,4 @@ def plot_loss(log_file: Path, png: Path) -> None:
 
 
 def main(config_path: str | None, overrides: dict | None = None) -> Path:
-    data = load_yaml(config_path) if config_path else {}
-    data.update(overrides or {})
-    return train(config_from_dict(TextTrainConfig, data, where=config_path or "overrides"))
+    return train(load_recipe(TextTrainConfig, config_path, overrides))

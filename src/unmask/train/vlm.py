@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.backbones import BackboneInfo
-from ..core.config import config_from_dict, config_to_dict, load_yaml
+from ..core.config import config_to_dict
 from ..decoders.canvas import Canvas
 from ..modalities.text.tokenizer import train_bpe
 from ..modalities.vision.image import ImageConfig, preprocess
 from ..modalities.vision.model import VLM, Projector, VisionSpec, VisionTower, load_vlm, save_vlm, siglip_config
 from ..modalities.vision.scenes import COLORS, SHAPES, SIZE, TASKS, make_item
-from .common import BackboneRecipe
+from .common import BackboneRecipe, load_recipe
 from .text import plot_loss
 
 
@@ -125,9 +125,9 @@ class CellProbe(nn.Module):
 
 
 def vlm_loss(vlm: VLM, items: list, images: list[np.ndarray], max_pad: int, rng: random.Random,
-             gen: torch.Generator, t_min: float = 0.05, probe: CellProbe | None = None
+             gen: torch.Generator, t_min: float = 0.05, probe: CellProbe | None = None, probe_weight: float = 1.0
              ) -> tuple[torch.Tensor, float]:
-    """(diffusion loss [+ probe loss], the probe loss alone)."""
+    """(diffusion loss + ``probe_weight`` x probe loss, the probe loss alone)."""
     tok = vlm.tokenizer
     feats = vlm.tower.features(preprocess(images, vlm.spec.image))  # [B, N, E]
     emb = vlm.tower.projector(feats)  # [B, N, D]
@@ -152,7 +152,7 @@ def vlm_loss(vlm: VLM, items: list, images: list[np.ndarray], max_pad: int, rng:
     loss = F.cross_entropy(logits[masked], target[masked])
     if aux is None:
         return loss, 0.0
-    return loss + aux, aux.item()
+    return loss + probe_weight * aux, aux.item()
 
 
 def train(cfg: VlmTrainConfig) -> Path:
@@ -192,9 +192,7 @@ def train(cfg: VlmTrainConfig) -> Path:
             counters[task] += 1
             items.append(it)
             images.append(img)
-        loss, aux = vlm_loss(vlm, items, images, cfg.max_pad, rng, gen, probe=probe)
-        if probe is not None and cfg.probe_weight != 1.0:
-            loss = loss + (cfg.probe_weight - 1.0) * aux
+        loss, aux = vlm_loss(vlm, items, images, cfg.max_pad, rng, gen, probe=probe, probe_weight=cfg.probe_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -220,6 +218,4 @@ def train(cfg: VlmTrainConfig) -> Path:
 
 
 def main(config_path: str | None, overrides: dict | None = None) -> Path:
-    data = load_yaml(config_path) if config_path else {}
-    data.update(overrides or {})
-    return train(config_from_dict(VlmTrainConfig, data, where=config_path or "overrides"))
+    return train(load_recipe(VlmTrainConfig, config_path, overrides))
