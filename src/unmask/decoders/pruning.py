@@ -125,27 +125,21 @@ class Pruner:
             visual[:, : min(p, c1) - c0] = canvas.visual[:, c0 : min(p, c1)]
         visual = sel(visual)
         queries = sel(canvas.key_mask[:, c0:c1]) & ~visual
-        past_alive = None
+        past_alive, fixed = None, None
         if rank:
             keep = round(ratio * n_vis) if self.config.method == "fastv" else 0
-            fixed = None
-        else:  # reuse the set ranked earlier
-            keep, fixed = 0, None
+        else:  # reuse the set ranked earlier: this forward's columns as kept there, cached ones hidden after K
+            keep = n_vis
+            fixed = torch.ones(canvas.batch_size, n, dtype=torch.bool, device=dev)
             if c0 < p:
-                fixed = torch.ones(canvas.batch_size, n, dtype=torch.bool, device=dev)
                 fixed[:, : min(p, c1) - c0] = kept[:, c0 : min(p, c1)]
-                fixed = sel(fixed)
+            fixed = sel(fixed)
             if past_cols is not None:
                 alive = torch.ones(canvas.batch_size, canvas.tokens.shape[1], dtype=torch.bool, device=dev)
                 alive[:, :p] = kept
                 past_alive = sel(alive)[:, past_cols]
         self.stats["pruned_forwards"] += 1
-        if fixed is None and not rank:
-            req = PruneRequest(self.config.layer, visual, queries, n_vis, fixed=torch.ones_like(visual),
-                               past_alive=past_alive)
-        else:
-            req = PruneRequest(self.config.layer, visual, queries, keep, fixed=fixed, past_alive=past_alive)
-        return req
+        return PruneRequest(self.config.layer, visual, queries, keep, fixed=fixed, past_alive=past_alive)
 
     def update(self, req: PruneRequest | None, canvas: Canvas, rows: torch.Tensor | None, c0: int) -> None:
         """Record on the canvas the columns a ranking forward kept (only full forwards over the prefix rank)."""
