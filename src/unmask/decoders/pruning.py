@@ -88,7 +88,7 @@ class Pruner:
     def __init__(self, config: PruneConfig, kinds: tuple[str, ...] = ("image",)) -> None:
         self.config = config
         self.kinds = kinds
-        self.stats = {"forwards": 0, "pruned_forwards": 0, "visual_tokens": 0.0, "visual_total": 0}
+        self.stats = {"forwards": 0, "pruned_forwards": 0, "visual_tokens": 0.0}
 
     def _ratio(self, t: int) -> float | None:
         """Kept share at forward ``t``, or None for an unpruned forward."""
@@ -112,7 +112,6 @@ class Pruner:
         ratio = self._ratio(t)
         n_vis = int(canvas.visual.sum(1).max())
         self.stats["forwards"] += 1
-        self.stats["visual_total"] = n_vis
         p = canvas.prefix_len
         rank = ratio is not None and (kept is None or self.config.schedule == "progressive") and c0 < p
         if not rank and kept is None:  # unpruned: before the ranking, or a cached forward that cannot rank

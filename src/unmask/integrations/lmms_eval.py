@@ -62,7 +62,7 @@ class UnmaskDVLM(lmms):
             gen = max(step, -(-gen // step) * step)
             images = [self._doc_images(*a[2:]) for a in chunk]
             embeds = self.ev.vlm.encode(images)
-            texts, _ = self.ev._generate(embeds, [{"question": a[0]} for a in chunk], gen, self.options)
+            texts, _ = self.ev.generate(embeds, [{"question": a[0]} for a in chunk], gen, self.options)
             for t in texts:
                 for stop in until:
                     if stop and stop in t:

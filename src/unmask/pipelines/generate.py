@@ -21,7 +21,7 @@ from ..decoders import (
     build_policy,
     denoise,
 )
-from ..modalities.text.tokenizer import TextTokenizer
+from ..modalities.text.tokenizer import TextTokenizer, cut_at_eos
 
 
 @dataclass
@@ -105,9 +105,7 @@ class TextGenerator:
         res.timings["encode"] = encode_s
         out = []
         for i, prompt in enumerate(prompts):
-            ids = res.tokens[i].tolist()
-            if self.eos_id is not None and self.eos_id in ids:
-                ids = ids[: ids.index(self.eos_id)]
+            ids = cut_at_eos(res.tokens[i].tolist(), self.eos_id)
             out.append(Generation(prompt, self.tokenizer.decode(ids), ids, int(res.nfe[i]),
                                   res.commit_step[i].tolist(), dict(res.timings)))
         return out

@@ -28,7 +28,7 @@ from ..modalities.audio.encoder import WhisperEncoder, from_hf, pretrained_tiny_
 from ..modalities.audio.features import encode_batch
 from ..modalities.audio.frontend import SAMPLE_RATE, SILENCE_PEAK
 from ..modalities.audio.model import SEP_TOKEN, AudioAdapter, load_adapter
-from ..modalities.text.tokenizer import TextTokenizer
+from ..modalities.text.tokenizer import TextTokenizer, cut_at_eos
 
 METHODS = ("prior_guided", "from_mask", "ctc")
 
@@ -191,9 +191,7 @@ class Transcriber:
         t_dec = time.perf_counter() - t1
         out = []
         for i in range(len(audios)):
-            ids = tokens[i].tolist()
-            if self.eos_id in ids:
-                ids = ids[: ids.index(self.eos_id)]
+            ids = cut_at_eos(tokens[i].tolist(), self.eos_id)
             out.append(Transcript(" ".join(self.tokenizer.decode(ids).split()), confidence[i], int(nfe[i]), secs[i],
                                   self.tokenizer.decode(hyps[i][0]), ids, {"encode": t_enc, "decode": t_dec}))
         return out

@@ -17,6 +17,7 @@ import torch
 
 from ..decoders import Canvas, ModelRunner, SamplingParams, build_cache, build_policy, denoise
 from ..decoders.pruning import PruneConfig, Pruner
+from ..modalities.text.tokenizer import cut_at_eos
 from ..modalities.vision.image import ImageError, load_image
 from ..modalities.vision.model import VLM, load_vlm
 from ..modalities.vision.scenes import score
@@ -80,7 +81,7 @@ class VLMEvaluator:
             raise ValueError(f"unknown VLM task {task!r}; known tasks: {', '.join(TASKS)}")
         options = options or EvalOptions()
         self.runner.pruner = None if prune is None else Pruner(prune)
-        preds, scores, nfe, wall, batches, vis = [], [], 0.0, 0.0, 0, []
+        preds, scores, nfe, wall, batches = [], [], 0.0, 0.0, 0
         todo = [r for r in records if r["task"] == ("mc" if task == "mc_elbo" else task)]
         for b0 in range(0, len(todo), options.batch_size):
             imgs, good, errors = self._images(todo[b0 : b0 + options.batch_size])
@@ -92,7 +93,7 @@ class VLMEvaluator:
             if task == "mc_elbo":
                 answers, forwards = self._mc_elbo(embeds, good, options)
             else:
-                answers, forwards = self._generate(embeds, good, GEN_LENGTH[task], options)
+                answers, forwards = self.generate(embeds, good, GEN_LENGTH[task], options)
             wall += time.perf_counter() - t0
             batches += 1
             nfe += forwards
@@ -101,35 +102,33 @@ class VLMEvaluator:
                 scores.append(s)
                 preds.append({"id": r["id"], "task": task, "question": r["question"], "answer": r["answer"],
                               "prediction": a, "score": s})
+        visual = self.vlm.tower.num_tokens
         if self.runner.pruner is not None:
             st = self.runner.pruner.stats
-            vis.append(st["visual_tokens"] / max(1, st["forwards"]))
+            visual = round(st["visual_tokens"] / max(1, st["forwards"]), 1)
         n = len(scores)
         row = {
             "task": task, "prune": "none" if prune is None else prune.name,
             "accuracy": round(sum(scores) / n, 4) if n else None,
             "latency_s": round(wall / max(1, batches), 4),
             "nfe": round(nfe / max(1, n), 2),
-            "visual_tokens": round(vis[0], 1) if vis else self.vlm.tower.num_tokens,
+            "visual_tokens": visual,
             "items": n, "errors": len(todo) - n, "batch_size": options.batch_size, "policy": options.policy,
             "cache": options.cache,
         }
         self.runner.pruner = None
         return row, preds
 
-    def _generate(self, embeds: torch.Tensor, records: list[dict], gen_length: int, options: EvalOptions
-                  ) -> tuple[list[str], float]:
+    def generate(self, embeds: torch.Tensor, records: list[dict], gen_length: int, options: EvalOptions
+                 ) -> tuple[list[str], float]:
+        """Answers to ``records``' questions about images ``embeds`` ``[B, N, D]``, and the forwards spent."""
         prefixes = [self.vlm.prefix(embeds[i], r["question"]) for i, r in enumerate(records)]
         canvas = Canvas.build(prefixes, gen_length, mask_id=self.runner.info.mask_id, pad_id=self.tok.pad_id,
                               max_length=self.runner.max_length, device=self.runner.device)
         params = SamplingParams(gen_length=gen_length, steps=gen_length // options.tokens_per_step)
         res = denoise(self.runner, canvas, build_policy(options.policy), params, eos_id=self.tok.eos_id,
                       cache=build_cache(options.cache))
-        out = []
-        for row in res.tokens.tolist():
-            if self.tok.eos_id in row:
-                row = row[: row.index(self.tok.eos_id)]
-            out.append(self.tok.decode(row).strip())
+        out = [self.tok.decode(cut_at_eos(row, self.tok.eos_id)).strip() for row in res.tokens.tolist()]
         return out, float(res.nfe.sum())
 
     def _mc_elbo(self, embeds: torch.Tensor, records: list[dict], options: EvalOptions) -> tuple[list[str], float]:

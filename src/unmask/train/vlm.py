@@ -19,7 +19,7 @@ from torch import nn
 
 from ..core.backbones import BackboneInfo
 from ..core.config import config_to_dict
-from ..decoders.canvas import Canvas
+from ..decoders import Canvas, ModelRunner
 from ..modalities.text.tokenizer import train_bpe
 from ..modalities.vision.image import ImageConfig, preprocess
 from ..modalities.vision.model import VLM, Projector, VisionSpec, VisionTower, load_vlm, save_vlm, siglip_config
@@ -145,8 +145,7 @@ def vlm_loss(vlm: VLM, items: list, images: list[np.ndarray], max_pad: int, rng:
     canvas = Canvas.build([vlm.prefix(emb[i], it.question) for i, it in enumerate(items)], g, mask_id=tok.mask_id,
                           pad_id=tok.pad_id, init_tokens=list(noisy))  # laid out exactly as at decoding time
     p = canvas.prefix_len
-    x = vlm.backbone.embed(canvas.tokens)
-    x = torch.cat([torch.where(canvas.embed_mask[..., None], canvas.embeds, x[:, :p]), x[:, p:]], 1)
+    x = ModelRunner(vlm.backbone, vlm.info).embed(canvas, None, 0, canvas.tokens.shape[1])  # decoding's own inputs
     h = vlm.backbone(inputs_embeds=x, position_ids=canvas.positions, key_mask=canvas.key_mask)
     logits = vlm.backbone.logits(h[:, p:])
     loss = F.cross_entropy(logits[masked], target[masked])

@@ -230,7 +230,7 @@ class Transformer(nn.Module):
         idx = None  # [B, L'] columns still in the stream after pruning
         for i, layer in enumerate(self.layers):
             if prune is not None and i == prune.layer:
-                idx = self._pruned_columns(layer, x, cos, sin, attn_mask, past, prune)
+                idx = self._pruned_columns(layer, x, cos, sin, attn_mask, prune)
             x, kv = layer(x, cos, sin, attn_mask, None if past is None else past[i])
             if kv_out is not None:
                 kv_out.append(kv if idx is None or i <= prune.layer else _scatter_kv(kv, idx, n))
@@ -250,7 +250,7 @@ class Transformer(nn.Module):
 
     @staticmethod
     def _pruned_columns(layer: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                        attn_mask: torch.Tensor, past: list[KV] | None, prune: PruneRequest) -> torch.Tensor:
+                        attn_mask: torch.Tensor, prune: PruneRequest) -> torch.Tensor:
         """Sorted ``[B, L']`` columns kept after ``layer``; records them in ``prune.kept``."""
         b, n, _ = x.shape
         if prune.fixed is not None:

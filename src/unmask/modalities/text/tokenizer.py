@@ -78,6 +78,11 @@ class TextTokenizer:
         return text
 
 
+def cut_at_eos(ids: list[int], eos_id: int | None) -> list[int]:
+    """The tokens before the first EOS (all of them when there is none or no EOS id)."""
+    return ids[: ids.index(eos_id)] if eos_id is not None and eos_id in ids else ids
+
+
 SPECIAL_TOKENS = ["<|pad|>", "<|eos|>", "<|mask|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}"

@@ -60,17 +60,18 @@ def load_image(src, name: str | None = None):
                 raise ImageError(f"{name}: no such file")
             if p.stat().st_size == 0:
                 raise ImageError(f"{name}: empty file (0 bytes)")
-        old = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
         try:
-            img = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else str(src))
+            img = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else str(src))  # header only
+            if img.width * img.height > MAX_PIXELS:  # checked before the pixels are decoded
+                raise ImageError(f"{name}: {img.width}x{img.height} pixels exceeds the limit of {MAX_PIXELS}; "
+                                 f"downscale it before evaluation")
             img.load()
-        except Image.DecompressionBombError as e:
+        except ImageError:
+            raise
+        except Image.DecompressionBombError as e:  # Pillow's own guard, at twice its limit, fires inside open()
             raise ImageError(f"{name}: {e}; downscale it before evaluation (limit {MAX_PIXELS} pixels)") from e
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise ImageError(f"{name}: not a readable image ({e}); expected PNG, JPEG, WebP, BMP or GIF") from e
-        finally:
-            Image.MAX_IMAGE_PIXELS = old
     if img.width == 0 or img.height == 0:
         raise ImageError(f"{name}: image has no pixels ({img.width}x{img.height})")
     return to_rgb(img)
