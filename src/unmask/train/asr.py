@@ -102,10 +102,7 @@ def asr_loss(adapter: AudioAdapter, model: Transformer, tok: TextTokenizer, feat
 
 
 def train(cfg: AsrTrainConfig) -> Path:
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = cfg.start_run()
     data = load_features(cfg.data_dir, "train")
     tok = train_bpe(tokenizer_corpus(), cfg.vocab_size, out)
     ids = [tok.encode(t) for t in data["texts"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -42,6 +43,8 @@ class BackboneRecipe:
     """Write the checkpoint every this many steps (the run can be stopped at any save)."""
     threads: int = 2
     """CPU threads for torch."""
+    out_dir: str = "runs/model"
+    """Where the checkpoint and the training log are written."""
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0:
@@ -59,6 +62,14 @@ class BackboneRecipe:
                 if p.dim() == 2:
                     torch.nn.init.normal_(p, std=0.02)
         return model
+
+    def start_run(self) -> Path:
+        """Threads and seed set, the output directory created: what every recipe does first."""
+        torch.set_num_threads(self.threads)
+        torch.manual_seed(self.seed)
+        out = Path(self.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        return out
 
     def optimizer(self, params) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
         opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay, betas=(0.9, 0.98))

@@ -81,10 +81,7 @@ def diffusion_loss(model: Transformer, ids: torch.Tensor, resp: torch.Tensor, ma
 
 
 def train(cfg: TextTrainConfig) -> Path:
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = cfg.start_run()
     if cfg.init_from:
         import shutil
 

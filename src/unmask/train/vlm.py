@@ -155,10 +155,7 @@ def vlm_loss(vlm: VLM, items: list, images: list[np.ndarray], max_pad: int, rng:
 
 
 def train(cfg: VlmTrainConfig) -> Path:
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = cfg.start_run()
     if cfg.init_from:
         vlm = load_vlm(cfg.init_from)
         vlm.tower.float()
