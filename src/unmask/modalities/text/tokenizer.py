@@ -8,6 +8,7 @@ transformers does.
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +62,19 @@ class TextTokenizer:
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
 
-    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    @cached_property
+    def _template(self):
+        """The chat template compiled once (compiling it costs more than a forward of a small model)."""
         if self.chat_template is None:
             raise ValueError(f"tokenizer at {self.path} has no chat template")
         import jinja2
 
         env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+        return env.from_string(self.chat_template)
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         specials = {k: v for k, v in self.config.items() if k.endswith("_token") and isinstance(v, str)}
-        return env.from_string(self.chat_template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt, **specials
-        )
+        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt, **specials)
 
     def format_prompt(self, text: str, use_chat_template: bool = True) -> str:
         if use_chat_template and self.chat_template is not None:
