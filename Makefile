@@ -59,6 +59,7 @@ bench: setup sysdeps-audio
 	[ -f runs/data/vision/test.jsonl ] || $(VENV)/bin/unmask data vision --n-test 200
 	$(VENV)/bin/unmask eval-vlm --model tiny-vlm --data runs/data/vision/test.jsonl --tasks short,mc,mc_elbo,long \
 	  --sweep --out runs/bench/vlm --json
+	$(VENV)/bin/unmask bench vla --episodes 200 --plot runs/bench/vla.png --json
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

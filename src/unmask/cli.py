@@ -89,7 +89,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     for name, path in shipped_models().items():
         raw = read_config(path)
-        kind = raw.get("model_type", "?") + ("+audio" if (path / "asr_config.json").is_file() else "")
+        kind = raw.get("model_type", "?") + ("+audio" if (path / "asr_config.json").is_file() else "") + (
+            "+action" if "unmask_action" in raw else "")
         print(f"{name:<12} {kind:<12} {directory_size(path) / 1e6:6.1f} MB  {path}")
     return 0
 
@@ -107,7 +108,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import importlib
 
-    recipes = {"text": "text", "asr": "asr", "vlm": "vlm"}
+    recipes = {"text": "text", "asr": "asr", "vlm": "vlm", "vla": "vla"}
     if args.what not in recipes:
         raise SystemExit(f"unknown training recipe {args.what!r}; known: {', '.join(recipes)}")
     train = importlib.import_module(f".train.{recipes[args.what]}", __package__).main
@@ -119,6 +120,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.what == "robot":
+        from .modalities.action.data import write_dataset
+
+        out = write_dataset(args.out or "runs/data/robot", args.episodes, seed=args.seed, images=args.images)
+        print(f"{args.episodes} expert episodes (LeRobotDataset) -> {out}")
+        return 0
     if args.what == "vision":
         from .modalities.vision.scenes import write_split
 
@@ -165,6 +172,18 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "vla":
+        from .pipelines.bench_vla import DELAYS_MS
+        from .pipelines.bench_vla import main as bench_vla
+        from .pipelines.chunking import MODES
+
+        modes = tuple(args.modes.split(",")) if args.modes else MODES
+        bad = sorted(set(modes) - set(MODES))
+        if bad:
+            raise ValueError(f"unknown mode(s) {bad}; known: {', '.join(MODES)}")
+        bench_vla(args.model or "tiny-vla", args.json, args.episodes,
+                  tuple(args.delays) if args.delays else DELAYS_MS, modes, args.hz, args.plot)
+        return 0
     if args.what == "asr":
         import glob
 
@@ -188,6 +207,59 @@ def cmd_bench(args: argparse.Namespace) -> int:
          command="unmask " + " ".join(sys.argv[1:]),
          policies=args.policies.split(",") if args.policies else None,
          caches=args.caches.split(",") if args.caches else None)
+    return 0
+
+
+def cmd_robot_serve(args: argparse.Namespace) -> int:
+    from .modalities.action.model import load_policy
+    from .pipelines.policy_server import PolicyServer
+
+    server = PolicyServer(load_policy(args.model), args.host, args.port, args.delay_ms)
+    print(f"serving {args.model} on ws://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+def cmd_robot_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .pipelines.chunking import BrokerConfig
+    from .pipelines.policy_server import PolicyClient, PolicyServer
+    from .pipelines.robot_runtime import InferenceWorker, RunConfig, run_episode
+
+    broker = BrokerConfig(mode=args.mode, execute=args.execute)
+    cfg = RunConfig(hz=args.hz, timeout_s=args.timeout, max_steps=args.max_steps)
+    server = None
+    uri = args.server
+    if uri is None:
+        from .modalities.action.model import load_policy
+
+        server = PolicyServer(load_policy(args.model), port=0, delay_ms=args.delay_ms).start()
+        uri = f"ws://127.0.0.1:{server.port}"
+    client = PolicyClient(uri, timeout_s=args.timeout)
+    meta = client.connect()
+    worker = InferenceWorker(client)
+    rows = []
+    try:
+        for seed in range(args.seed, args.seed + args.episodes):
+            r = run_episode(worker, seed, broker, cfg, meta["horizon"], meta["action_dim"])
+            rows.append({k: v for k, v in r.items() if k != "latencies_ms"}
+                        | {"latency_p50_ms": float(np.median(r["latencies_ms"])) if r["latencies_ms"] else None})
+            if not args.json:
+                print(f"seed {seed}: success={r['success']} ticks={r['ticks']} hz={r['hz']:.1f} "
+                      f"missed={r['missed_ticks']} overruns={r['overruns']} events={len(r['events'])}")
+    finally:
+        worker.close()
+        if server is not None:
+            server.stop()
+    summary = {"mode": args.mode, "hz_target": args.hz, "episodes": len(rows),
+               "success_rate": float(np.mean([r["success"] for r in rows])),
+               "hz": float(np.mean([r["hz"] for r in rows])), "missed_ticks": sum(r["missed_ticks"] for r in rows),
+               "overruns": sum(r["overruns"] for r in rows), "reconnects": worker.reconnects}
+    print(json.dumps({"summary": summary, "episodes": rows} if args.json else summary))
     return 0
 
 
@@ -232,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_eval)
     bn = sub.add_parser("bench", help="benchmarks printed side by side in one run")
-    bn.add_argument("what", choices=["decode", "asr"])
-    bn.add_argument("--model", default=None, help="default: tiny-text (decode), tiny-asr (asr)")
+    bn.add_argument("what", choices=["decode", "asr", "vla"])
+    bn.add_argument("--model", default=None, help="default: tiny-text (decode), tiny-asr (asr), tiny-vla (vla)")
     bn.add_argument("--device", default="cpu")
     bn.add_argument("--gen-lengths", type=int, nargs="+", default=[64, 256])
     bn.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
@@ -251,6 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "faster_whisper")
     bn.add_argument("--limit", type=int, default=None, help="asr: first N clips only")
     bn.add_argument("--asr-batch-size", type=int, default=1, help="asr: clips per decode for our methods")
+    bn.add_argument("--episodes", type=int, default=200, help="vla: seeded held-out episodes per mode and delay")
+    bn.add_argument("--delays", type=float, nargs="+", default=None, help="vla: injected delays in ms (0 50 100 200)")
+    bn.add_argument("--modes", default=None, help="vla: comma-separated subset of sync,async,async_inpaint")
+    bn.add_argument("--hz", type=float, default=50.0, help="vla: control rate")
     bn.set_defaults(fn=cmd_bench)
     tr = sub.add_parser("transcribe", help="batch transcription of audio shards/files on Ray")
     tr.add_argument("input", nargs="+", help="WebDataset shards (*.tar), a directory or a glob of audio files")
@@ -287,20 +363,44 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--plot", default=None, help="accuracy vs latency PNG (default OUT/sweep.png with --sweep)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(fn=cmd_eval_vlm)
+    rb = sub.add_parser("robot", help="action-chunk policy server and real-time control loop")
+    rsub = rb.add_subparsers(dest="robot_cmd", required=True)
+    sv = rsub.add_parser("serve", help="serve a policy over websocket + msgpack")
+    sv.add_argument("--model", default="tiny-vla")
+    sv.add_argument("--host", default="127.0.0.1", help="bind address (loopback unless told otherwise)")
+    sv.add_argument("--port", type=int, default=8765)
+    sv.add_argument("--delay-ms", type=float, default=0.0, help="extra delay before every reply")
+    sv.set_defaults(fn=cmd_robot_serve)
+    rr = rsub.add_parser("run", help="run PushBlock episodes in real time against a policy server")
+    rr.add_argument("--env", default="pushblock", choices=["pushblock"])
+    rr.add_argument("--hz", type=float, default=50.0)
+    rr.add_argument("--server", default=None, help="ws://HOST:PORT (default: serve --model in-process on loopback)")
+    rr.add_argument("--model", default="tiny-vla", help="policy served in-process when --server is not given")
+    rr.add_argument("--delay-ms", type=float, default=0.0, help="in-process server: extra delay per reply")
+    rr.add_argument("--mode", default="async_inpaint", help="sync, async or async_inpaint")
+    rr.add_argument("--execute", type=int, default=8, help="actions per chunk before the next takes over")
+    rr.add_argument("--episodes", type=int, default=5)
+    rr.add_argument("--seed", type=int, default=100_000)
+    rr.add_argument("--timeout", type=float, default=0.5, help="seconds without a reply before reconnecting")
+    rr.add_argument("--max-steps", type=int, default=400, help="episode limit in control ticks")
+    rr.add_argument("--json", action="store_true")
+    rr.set_defaults(fn=cmd_robot_run)
     d = sub.add_parser("data", help="generate a reference dataset offline")
-    d.add_argument("what", choices=["speech", "vision"])
-    d.add_argument("--out", default=None, help="default runs/data/speech or runs/data/vision")
+    d.add_argument("what", choices=["speech", "vision", "robot"])
+    d.add_argument("--out", default=None, help="default runs/data/speech, runs/data/vision or runs/data/robot")
     d.add_argument("--n-train", type=int, default=None, help="speech: clips (8000); vision: items per task (0: the "
                    "VLM recipe generates its training scenes on the fly)")
     d.add_argument("--n-test", type=int, default=None, help="speech: clips (300); vision: items per task (200)")
     d.add_argument("--per-shard", type=int, default=500)
     d.add_argument("--workers", type=int, default=2)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--episodes", type=int, default=500, help="robot: expert demonstrations")
+    d.add_argument("--images", action="store_true", help="robot: also store a 64x64 rendered image per frame")
     d.set_defaults(fn=cmd_data)
     sub.add_parser("models", help="list shipped models").set_defaults(fn=cmd_models)
     sub.add_parser("policies", help="list unmasking policies and caches").set_defaults(fn=cmd_policies)
     t = sub.add_parser("train", help="train a reference model from its recipe")
-    t.add_argument("what", choices=["text", "asr", "vlm"])
+    t.add_argument("what", choices=["text", "asr", "vlm", "vla"])
     t.add_argument("--config", default=None)
     t.add_argument("--out", default=None)
     t.add_argument("--steps", type=int, default=None)
@@ -312,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except (ValueError, KeyError, FileNotFoundError, ConnectionError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"unmask {args.cmd}: error: {msg}", file=sys.stderr)
         return 2

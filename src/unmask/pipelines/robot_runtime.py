@@ -1,0 +1,145 @@
+"""The wall-clock control loop (``unmask robot run``): PushBlock stepped at ``hz`` on the robot side, the policy
+behind a websocket server, a ``ChunkBroker`` between them.
+
+Inference runs on a worker thread so the loop never blocks on the network. When the server disconnects or stalls
+past the client's timeout, the request is abandoned, the robot holds its safe action (zero velocity) while the
+queue is empty, the worker reconnects with back-off, and the episode continues.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..modalities.action.env import PushBlockEnv
+from .chunking import BrokerConfig, ChunkBroker
+from .policy_server import PolicyClient
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The robot side of the loop."""
+
+    hz: float = 50.0
+    """Control rate."""
+    max_steps: int = 400
+    """Episode limit in ticks."""
+    timeout_s: float = 0.5
+    """A request without a reply after this long counts as a stalled server."""
+    backoff_s: float = 0.05
+    """First reconnect delay (doubles up to 1 s)."""
+
+    def __post_init__(self) -> None:
+        if self.hz <= 0 or self.timeout_s <= 0:
+            raise ValueError(f"hz and timeout_s must be positive, got {self.hz}, {self.timeout_s}")
+
+
+class InferenceWorker:
+    """Owns the client; takes one request at a time and posts ``(kind, tick, payload)`` results."""
+
+    def __init__(self, client: PolicyClient, backoff_s: float = 0.05) -> None:
+        self.client, self.backoff_s = client, backoff_s
+        self.requests: queue.Queue = queue.Queue()
+        self.results: queue.Queue = queue.Queue()
+        self.reconnects = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def submit(self, obs: dict, tick: int) -> None:
+        self.requests.put((obs, tick))
+
+    def _reconnect(self) -> None:
+        wait = self.backoff_s
+        while not self._stop.is_set():
+            try:
+                self.client.connect()
+                self.reconnects += 1
+                return
+            except ConnectionError:
+                time.sleep(wait)
+                wait = min(1.0, 2 * wait)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                obs, tick = self.requests.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            try:
+                reply = self.client.infer(obs)
+                self.results.put(("ok", tick, reply))
+            except (ConnectionError, TimeoutError) as err:
+                self.results.put(("lost", tick, str(err)))
+                self._reconnect()
+            except ValueError as err:
+                self.results.put(("refused", tick, str(err)))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.client.close()
+
+
+def run_episode(worker: InferenceWorker, seed: int, broker_cfg: BrokerConfig, cfg: RunConfig, horizon: int,
+                action_dim: int = 2, observe=None) -> dict:
+    """One episode in real time. ``observe(obs, tick)`` may alter what is sent (fault injection in tests)."""
+    env = PushBlockEnv(max_episode_steps=cfg.max_steps)
+    obs = env.reset(seed=seed)[0]["agent_pos"]
+    broker = ChunkBroker(broker_cfg, horizon, action_dim)
+    period, overruns, events, latencies = 1.0 / cfg.hz, 0, [], []
+    sent_at: dict[int, float] = {}
+    # a robot starts moving once it holds its first chunk: prime the queue before the clock starts
+    broker.request(0)
+    sent_at[0] = time.perf_counter()
+    worker.submit({"state": obs if observe is None else observe(obs, 0)}, 0)
+    while broker.pending_since is not None:
+        kind, _, payload = worker.results.get(timeout=60)
+        if kind == "ok":
+            latencies.append((time.perf_counter() - sent_at.pop(0)) * 1000)
+            broker.receive(np.asarray(payload["actions"]), 0)
+            broker.observe_delay(math.ceil(latencies[-1] / 1000 * cfg.hz))
+        elif kind == "refused":
+            raise ValueError(f"the policy server refused the first observation of seed {seed}: {payload}")
+        else:  # server unreachable at the start: try again once the worker has reconnected
+            events.append({"tick": 0, "kind": kind, "message": payload})
+            sent_at[0] = time.perf_counter()
+            worker.submit({"state": obs if observe is None else observe(obs, 0)}, 0)
+    success, tick, start = False, 0, time.perf_counter()
+    while tick < cfg.max_steps:
+        while not worker.results.empty():
+            kind, t_req, payload = worker.results.get_nowait()
+            if t_req != broker.pending_since:
+                continue  # the answer to an abandoned request
+            if kind == "ok":
+                latencies.append((time.perf_counter() - sent_at.pop(t_req)) * 1000)
+                broker.receive(np.asarray(payload["actions"]), tick)
+            else:
+                events.append({"tick": tick, "kind": kind, "message": payload})
+                broker.cancel()
+        if broker.wants_chunk():
+            prefix = broker.request(tick)
+            msg = {"state": obs if observe is None else observe(obs, tick)}
+            if prefix is not None:
+                msg["prefix_actions"] = prefix.astype(np.float32)
+            sent_at[tick] = time.perf_counter()
+            worker.submit(msg, tick)
+        action, _ = broker.next_action()
+        o, _, success, truncated, _ = env.step(action)
+        obs = o["agent_pos"]
+        tick += 1
+        if success or truncated:
+            break
+        delay = start + tick * period - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            overruns += 1
+    elapsed = time.perf_counter() - start
+    return {"seed": seed, "success": bool(success), "ticks": tick, "missed_ticks": broker.missed,
+            "overruns": overruns, "hz": tick / elapsed, "latencies_ms": latencies, "events": events}
