@@ -76,7 +76,7 @@ def plot(report: dict, png: str | Path) -> None:
 
 
 def main(model: str, as_json: bool, episodes: int, delays, modes, hz: float, plot_path: str | None) -> dict:
-    report = run(model, modes, delays, episodes, hz, progress=not as_json)
+    report = run(model, modes, delays, episodes, hz, progress=True)  # the bar goes to stderr; stdout stays JSON
     if plot_path:
         plot(report, plot_path)
     if as_json:

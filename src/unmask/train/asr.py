@@ -22,7 +22,7 @@ from ..core.checkpoint import save_backbone
 from ..core.config import config_to_dict
 from ..modalities.audio.model import SEP_TOKEN, AdapterConfig, AudioAdapter, audio_rows, save_adapter
 from ..modalities.text.tokenizer import TextTokenizer, train_bpe
-from .common import BackboneRecipe, load_recipe
+from .common import BackboneRecipe, load_recipe, optimizer_step
 from .text import plot_loss
 
 
@@ -128,11 +128,7 @@ def train(cfg: AsrTrainConfig) -> Path:
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
         loss, diff, ctc = asr_loss(adapter, model, tok, [feats[i] for i in idx], [ids[i] for i in idx], cfg.max_pad,
                                    rng, gen, cfg.ctc_weight, time_mask=cfg.time_mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(opt, sched, loss, params)
         now = (loss.item(), diff, ctc)
         avg = now if avg is None else tuple(0.98 * a + 0.02 * v for a, v in zip(avg, now, strict=True))
         if step % 20 == 0 or step == cfg.steps:

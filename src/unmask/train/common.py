@@ -81,6 +81,16 @@ class BackboneRecipe:
         return opt, sched
 
 
+def optimizer_step(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, loss: torch.Tensor,
+                   params) -> None:
+    """One update of every recipe: backward, clip the gradient norm at 1, step the optimiser and the schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+
+
 def load_recipe[T](cls: type[T], config_path: str | None, overrides: dict | None = None) -> T:
     """A recipe from its YAML file (if any) with ``overrides`` applied; unknown keys fail naming the file."""
     data = load_yaml(config_path) if config_path else {}

@@ -22,7 +22,7 @@ from ..core.checkpoint import save_backbone
 from ..core.config import config_to_dict
 from ..modalities.text.tasks import TASKS, stream
 from ..modalities.text.tokenizer import TextTokenizer, train_bpe
-from .common import BackboneRecipe, load_recipe
+from .common import BackboneRecipe, load_recipe, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -115,11 +115,7 @@ def train(cfg: TextTrainConfig) -> Path:
     for step in bar:
         ids, resp = _batch([next(data) for _ in range(cfg.batch_size)], tok, cfg.max_pad, rng)
         loss = diffusion_loss(model, ids, resp, tok.mask_id, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(opt, sched, loss, model.parameters())
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if step % 20 == 0 or step == cfg.steps:
             bar.set_postfix(loss=f"{avg:.3f}")

@@ -20,7 +20,7 @@ from ..core.config import config_to_dict
 from ..modalities.action.data import EVAL_SEED, read_episodes, write_dataset
 from ..modalities.action.model import MASK_ID, ActionPolicy, ActionSpec, load_policy, new_policy, save_policy
 from ..modalities.action.tokenizer import ActionStats
-from .common import BackboneRecipe, load_recipe
+from .common import BackboneRecipe, load_recipe, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -63,15 +63,17 @@ class VlaTrainConfig(BackboneRecipe):
 def chunk_loss(policy: ActionPolicy, states: torch.Tensor, chunks: torch.Tensor, gen: torch.Generator,
                t_min: float = 0.05, pad: torch.Tensor | None = None) -> torch.Tensor:
     """Masked-diffusion cross-entropy on the chunk slots of ``[B, S]`` states and ``[B, H, D]`` action chunks;
-    steps marked in ``pad`` ``[B, H]`` (past the episode's end) are masked but left out of the loss."""
+    steps marked in ``pad`` ``[B, H]`` (past the episode's end) are always masked and left out of the loss."""
     tokens = policy.tokenizer.encode(chunks)  # [B, H*D]
     b, n = tokens.shape
     t = t_min + (1 - t_min) * torch.rand(b, 1, generator=gen)
     masked = torch.rand(b, n, generator=gen) < t
     masked[torch.arange(b), torch.randint(0, n, (b,), generator=gen)] = True  # at least one slot per row
-    noisy = torch.where(masked, MASK_ID, tokens)
-    if pad is not None:
-        masked &= ~pad.repeat_interleave(chunks.shape[-1], dim=1)  # [B, H*D]; step 0 is never padding
+    padded = None if pad is None else pad.repeat_interleave(chunks.shape[-1], dim=1)  # [B, H*D]
+    # padding is always hidden (the model never sees the filler) and never scored
+    noisy = torch.where(masked if padded is None else masked | padded, MASK_ID, tokens)
+    if padded is not None:
+        masked &= ~padded
     prefix = policy.prefix_embeddings(states)  # [B, k, hidden]
     x = torch.cat([prefix, policy.backbone.embed(noisy)], 1)
     logits = policy.backbone.logits(policy.backbone(inputs_embeds=x)[:, prefix.shape[1] :])  # [B, H*D, V]
@@ -111,11 +113,7 @@ def train(cfg: VlaTrainConfig) -> Path:
         chunks, pad = eps.chunks(idx, horizon)
         loss = chunk_loss(policy, torch.from_numpy(eps.states[idx]), torch.from_numpy(chunks), gen, cfg.t_min,
                           torch.from_numpy(pad))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(opt, sched, loss, params)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if step % 20 == 0 or step == cfg.steps:
             bar.set_postfix(loss=f"{avg:.3f}")

@@ -24,7 +24,7 @@ from ..modalities.text.tokenizer import train_bpe
 from ..modalities.vision.image import ImageConfig, preprocess
 from ..modalities.vision.model import VLM, Projector, VisionSpec, VisionTower, load_vlm, save_vlm, siglip_config
 from ..modalities.vision.scenes import COLORS, SHAPES, SIZE, TASKS, make_item
-from .common import BackboneRecipe, load_recipe
+from .common import BackboneRecipe, load_recipe, optimizer_step
 from .text import plot_loss
 
 
@@ -189,11 +189,7 @@ def train(cfg: VlmTrainConfig) -> Path:
             items.append(it)
             images.append(img)
         loss, aux = vlm_loss(vlm, items, images, cfg.max_pad, rng, gen, probe=probe, probe_weight=cfg.probe_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(opt, sched, loss, params)
         now = (loss.item() - cfg.probe_weight * aux, aux)
         avg = now if avg is None else tuple(0.98 * a + 0.02 * v for a, v in zip(avg, now, strict=True))
         if step % 20 == 0 or step == cfg.steps:
