@@ -33,3 +33,15 @@ def test_recipe_rejects_bad_values():
 
     with pytest.raises(ValueError, match="t_min"):
         VlaTrainConfig(t_min=1.5)
+
+
+def test_chunk_mask_prefix_rows_show_their_first_steps():
+    from unmask.train.vla import chunk_mask
+
+    m = chunk_mask(2000, horizon=16, action_dim=2, gen=torch.Generator().manual_seed(0), prefix_prob=1.0)
+    assert m.shape == (2000, 32) and bool(m.any(1).all())
+    first_hidden = m.int().argmax(1)  # every row shows 1..8 whole steps, then must predict the next slot
+    assert int(first_hidden.min()) >= 2 and int(first_hidden.max()) <= 16
+    assert bool((first_hidden % 2 == 0).all())
+    plain = chunk_mask(2000, horizon=16, action_dim=2, gen=torch.Generator().manual_seed(0))
+    assert float(plain[:, 0].float().mean()) > 0.4  # without prefix rows the first slot is often hidden

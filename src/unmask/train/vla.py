@@ -53,22 +53,42 @@ class VlaTrainConfig(BackboneRecipe):
     """Held-out rollouts at the end (success rate in the log); 0 skips."""
     init_from: str | None = None
     """Continue from this bundle (its statistics and shape) instead of a fresh policy: a second phase."""
+    prefix_prob: float = 0.0
+    """Share of rows whose first d ~ U{1..H/2} steps are given unmasked (the inpainting that real-time chunking asks
+    of the policy at run time); the rest of those rows is masked at ratio t as usual."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 < self.t_min < 1:
             raise ValueError(f"t_min must lie in (0, 1), got {self.t_min}")
+        if not 0 <= self.prefix_prob <= 1:
+            raise ValueError(f"prefix_prob must lie in [0, 1], got {self.prefix_prob}")
+
+
+def chunk_mask(b: int, horizon: int, action_dim: int, gen: torch.Generator, t_min: float = 0.05,
+               prefix_prob: float = 0.0) -> torch.Tensor:
+    """``[B, H*D]`` slots to hide: each with probability t ~ U(t_min, 1) per row, at least one per row; a
+    ``prefix_prob`` share of rows shows its first d ~ U{1..H/2} steps (the inpainting real-time chunking asks for)."""
+    n = horizon * action_dim
+    t = t_min + (1 - t_min) * torch.rand(b, 1, generator=gen)
+    masked = torch.rand(b, n, generator=gen) < t
+    masked[torch.arange(b), torch.randint(0, n, (b,), generator=gen)] = True
+    if prefix_prob > 0:
+        d = torch.randint(1, horizon // 2 + 1, (b, 1), generator=gen) * action_dim  # given slots per row
+        rows = torch.rand(b, 1, generator=gen) < prefix_prob  # [B, 1]
+        slot = torch.arange(n)[None]
+        masked &= ~((slot < d) & rows)
+        masked |= (slot == d) & rows  # the first slot after the prefix is always to predict
+    return masked
 
 
 def chunk_loss(policy: ActionPolicy, states: torch.Tensor, chunks: torch.Tensor, gen: torch.Generator,
-               t_min: float = 0.05, pad: torch.Tensor | None = None) -> torch.Tensor:
-    """Masked-diffusion cross-entropy on the chunk slots of ``[B, S]`` states and ``[B, H, D]`` action chunks;
-    steps marked in ``pad`` ``[B, H]`` (past the episode's end) are always masked and left out of the loss."""
+               t_min: float = 0.05, pad: torch.Tensor | None = None, prefix_prob: float = 0.0) -> torch.Tensor:
+    """Masked-diffusion cross-entropy on the chunk slots of ``[B, S]`` states and ``[B, H, D]`` action chunks,
+    hidden by ``chunk_mask``; steps marked in ``pad`` ``[B, H]`` (past the episode's end) are always hidden and left
+    out of the loss."""
     tokens = policy.tokenizer.encode(chunks)  # [B, H*D]
-    b, n = tokens.shape
-    t = t_min + (1 - t_min) * torch.rand(b, 1, generator=gen)
-    masked = torch.rand(b, n, generator=gen) < t
-    masked[torch.arange(b), torch.randint(0, n, (b,), generator=gen)] = True  # at least one slot per row
+    masked = chunk_mask(chunks.shape[0], chunks.shape[1], chunks.shape[2], gen, t_min, prefix_prob)
     padded = None if pad is None else pad.repeat_interleave(chunks.shape[-1], dim=1)  # [B, H*D]
     # padding is always hidden (the model never sees the filler) and never scored
     noisy = torch.where(masked if padded is None else masked | padded, MASK_ID, tokens)
@@ -112,7 +132,7 @@ def train(cfg: VlaTrainConfig) -> Path:
         idx = rng.integers(0, len(eps.actions), cfg.batch_size)
         chunks, pad = eps.chunks(idx, horizon)
         loss = chunk_loss(policy, torch.from_numpy(eps.states[idx]), torch.from_numpy(chunks), gen, cfg.t_min,
-                          torch.from_numpy(pad))
+                          torch.from_numpy(pad), cfg.prefix_prob)
         optimizer_step(opt, sched, loss, params)
         avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
         if step % 20 == 0 or step == cfg.steps:
