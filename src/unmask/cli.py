@@ -224,41 +224,18 @@ def cmd_robot_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_robot_run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .pipelines.chunking import BrokerConfig
-    from .pipelines.policy_server import PolicyClient, PolicyServer
-    from .pipelines.robot_runtime import InferenceWorker, RunConfig, run_episode
+    from .pipelines.robot_runtime import RunConfig, run_episodes
 
-    broker = BrokerConfig(mode=args.mode, execute=args.execute)
-    cfg = RunConfig(hz=args.hz, timeout_s=args.timeout, max_steps=args.max_steps)
-    server = None
-    uri = args.server
-    if uri is None:
-        from .modalities.action.model import load_policy
+    def show(r: dict) -> None:
+        if not args.json:
+            print(f"seed {r['seed']}: success={r['success']} ticks={r['ticks']} hz={r['hz']:.1f} "
+                  f"missed={r['missed_ticks']} overruns={r['overruns']} events={len(r['events'])}")
 
-        server = PolicyServer(load_policy(args.model), port=0, delay_ms=args.delay_ms).start()
-        uri = f"ws://127.0.0.1:{server.port}"
-    client = PolicyClient(uri, timeout_s=args.timeout)
-    meta = client.connect()
-    worker = InferenceWorker(client)
-    rows = []
-    try:
-        for seed in range(args.seed, args.seed + args.episodes):
-            r = run_episode(worker, seed, broker, cfg, meta["horizon"], meta["action_dim"])
-            rows.append({k: v for k, v in r.items() if k != "latencies_ms"}
-                        | {"latency_p50_ms": float(np.median(r["latencies_ms"])) if r["latencies_ms"] else None})
-            if not args.json:
-                print(f"seed {seed}: success={r['success']} ticks={r['ticks']} hz={r['hz']:.1f} "
-                      f"missed={r['missed_ticks']} overruns={r['overruns']} events={len(r['events'])}")
-    finally:
-        worker.close()
-        if server is not None:
-            server.stop()
-    summary = {"mode": args.mode, "hz_target": args.hz, "episodes": len(rows),
-               "success_rate": float(np.mean([r["success"] for r in rows])),
-               "hz": float(np.mean([r["hz"] for r in rows])), "missed_ticks": sum(r["missed_ticks"] for r in rows),
-               "overruns": sum(r["overruns"] for r in rows), "reconnects": worker.reconnects}
+    summary, rows = run_episodes(args.server, BrokerConfig(mode=args.mode, execute=args.execute),
+                                 RunConfig(hz=args.hz, timeout_s=args.timeout, max_steps=args.max_steps),
+                                 range(args.seed, args.seed + args.episodes), model=args.model,
+                                 delay_ms=args.delay_ms, on_episode=show)
     print(json.dumps({"summary": summary, "episodes": rows} if args.json else summary))
     return 0
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..modalities.action.env import PushBlockEnv
 from .chunking import BrokerConfig, ChunkBroker
-from .policy_server import PolicyClient
+from .policy_server import PolicyClient, PolicyServer
 
 
 @dataclass(frozen=True)
@@ -143,3 +143,37 @@ def run_episode(worker: InferenceWorker, seed: int, broker_cfg: BrokerConfig, cf
     elapsed = time.perf_counter() - start
     return {"seed": seed, "success": bool(success), "ticks": tick, "missed_ticks": broker.missed,
             "overruns": overruns, "hz": tick / elapsed, "latencies_ms": latencies, "events": events}
+
+
+def run_episodes(uri: str | None, broker_cfg: BrokerConfig, cfg: RunConfig, seeds, model: str = "tiny-vla",
+                 delay_ms: float = 0.0, on_episode=None) -> tuple[dict, list[dict]]:
+    """Episodes against the server at ``uri`` (None: ``model`` served in-process on loopback, with ``delay_ms``);
+    returns a summary and one row per episode (``on_episode(row)`` is called as each ends)."""
+    server = None
+    if uri is None:
+        from ..modalities.action.model import load_policy
+
+        server = PolicyServer(load_policy(model), port=0, delay_ms=delay_ms).start()
+        uri = f"ws://127.0.0.1:{server.port}"
+    client = PolicyClient(uri, timeout_s=cfg.timeout_s)
+    worker = None
+    rows = []
+    try:
+        meta = client.connect()
+        worker = InferenceWorker(client, cfg.backoff_s)
+        for seed in seeds:
+            r = run_episode(worker, seed, broker_cfg, cfg, meta["horizon"], meta["action_dim"])
+            lat = r.pop("latencies_ms")
+            rows.append(r | {"latency_p50_ms": float(np.median(lat)) if lat else None})
+            if on_episode is not None:
+                on_episode(rows[-1])
+    finally:
+        if worker is not None:
+            worker.close()
+        if server is not None:
+            server.stop()
+    summary = {"mode": broker_cfg.mode, "hz_target": cfg.hz, "episodes": len(rows),
+               "success_rate": float(np.mean([r["success"] for r in rows])),
+               "hz": float(np.mean([r["hz"] for r in rows])), "missed_ticks": sum(r["missed_ticks"] for r in rows),
+               "overruns": sum(r["overruns"] for r in rows), "reconnects": worker.reconnects}
+    return summary, rows
