@@ -93,16 +93,17 @@ def broker_episode(policy: ActionPolicy, seed: int, broker_cfg, delay_ms: float 
     inflight: tuple[int, np.ndarray] | None = None
     latencies: list[float] = []
     success, tick = False, 0
+
+    def ticks_for(latency_s: float) -> int:
+        busy = latency_s if compute_ms is None else compute_ms / 1000
+        return max(1, math.ceil((busy + delay_ms / 1000) / tick_s - 1e-9))
+
     # a robot starts moving once it holds its first chunk (the clock starts after it, in every mode)
     broker.request(0)
     t0 = time.perf_counter()
     first, _ = policy.predict_chunk(obs, steps=steps)
     latencies.append(time.perf_counter() - t0)
     broker.receive(first[0].numpy(), 0)
-    def ticks_for(latency_s: float) -> int:
-        busy = latency_s if compute_ms is None else compute_ms / 1000
-        return max(1, math.ceil((busy + delay_ms / 1000) / tick_s - 1e-9))
-
     broker.observe_delay(ticks_for(latencies[0]))
     while tick < max_steps:
         if inflight is not None and tick >= inflight[0]:

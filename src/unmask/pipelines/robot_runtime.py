@@ -94,10 +94,17 @@ def run_episode(worker: InferenceWorker, seed: int, broker_cfg: BrokerConfig, cf
     broker = ChunkBroker(broker_cfg, horizon, action_dim)
     period, overruns, events, latencies = 1.0 / cfg.hz, 0, [], []
     sent_at: dict[int, float] = {}
+
+    def send(tick: int, prefix: np.ndarray | None = None) -> None:
+        msg = {"state": obs if observe is None else observe(obs, tick)}
+        if prefix is not None:
+            msg["prefix_actions"] = prefix.astype(np.float32)
+        sent_at[tick] = time.perf_counter()
+        worker.submit(msg, tick)
+
     # a robot starts moving once it holds its first chunk: prime the queue before the clock starts
     broker.request(0)
-    sent_at[0] = time.perf_counter()
-    worker.submit({"state": obs if observe is None else observe(obs, 0)}, 0)
+    send(0)
     while broker.pending_since is not None:
         kind, _, payload = worker.results.get(timeout=60)
         if kind == "ok":
@@ -108,8 +115,7 @@ def run_episode(worker: InferenceWorker, seed: int, broker_cfg: BrokerConfig, cf
             raise ValueError(f"the policy server refused the first observation of seed {seed}: {payload}")
         else:  # server unreachable at the start: try again once the worker has reconnected
             events.append({"tick": 0, "kind": kind, "message": payload})
-            sent_at[0] = time.perf_counter()
-            worker.submit({"state": obs if observe is None else observe(obs, 0)}, 0)
+            send(0)
     success, tick, start = False, 0, time.perf_counter()
     while tick < cfg.max_steps:
         while not worker.results.empty():
@@ -123,12 +129,7 @@ def run_episode(worker: InferenceWorker, seed: int, broker_cfg: BrokerConfig, cf
                 events.append({"tick": tick, "kind": kind, "message": payload})
                 broker.cancel()
         if broker.wants_chunk():
-            prefix = broker.request(tick)
-            msg = {"state": obs if observe is None else observe(obs, tick)}
-            if prefix is not None:
-                msg["prefix_actions"] = prefix.astype(np.float32)
-            sent_at[tick] = time.perf_counter()
-            worker.submit(msg, tick)
+            send(tick, broker.request(tick))
         action, _ = broker.next_action()
         o, _, success, truncated, _ = env.step(action)
         obs = o["agent_pos"]

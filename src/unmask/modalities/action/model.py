@@ -149,14 +149,9 @@ class ActionPolicy:
             if not bool(torch.isfinite(pa).all()):
                 raise ValueError("prefix_actions holds NaN or inf; inpaint with the actions actually queued")
             n = pa.shape[1] * d_act
-            init, fixed = [], []
-            for i in range(b):
-                row = torch.full((self.spec.slots,), MASK_ID, dtype=torch.long)
-                row[:n] = self.tokenizer.encode(pa[i])
-                mask = torch.zeros(self.spec.slots, dtype=torch.bool)
-                mask[:n] = True
-                init.append(row)
-                fixed.append(mask)
+            tokens = torch.full((b, self.spec.slots), MASK_ID, dtype=torch.long)
+            tokens[:, :n] = self.tokenizer.encode(pa)
+            init, fixed = list(tokens), list(tokens != MASK_ID)
         canvas = Canvas.build(prefixes, self.spec.slots, mask_id=MASK_ID, pad_id=PAD_ID, init_tokens=init,
                               fixed_masks=fixed, device=self.device)
         params = SamplingParams(gen_length=self.spec.slots, steps=steps or self.spec.decode_steps, stop_at_eos=False)
