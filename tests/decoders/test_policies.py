@@ -7,6 +7,7 @@ import torch
 
 from tests.conftest import MASK_ID
 from unmask.decoders import POLICIES, Canvas, SamplingParams, Segment, StepContext, build_policy, denoise
+from unmask.decoders.loop import _finish_at_eos
 from unmask.decoders.sampling import select_top_k
 
 
@@ -97,6 +98,15 @@ def test_eos_stops_row_and_fills(tiny_runner):
     assert res.nfe[1] >= 1 and not (res.tokens == MASK_ID).any()
 
 
+def test_finish_at_eos_only_when_nothing_open_before_eos():
+    eos, m = 1, MASK_ID
+    rows = [[20, m, eos, m], [20, eos, m, m], [20, m, m, m], [eos, 21, m, eos]]
+    canvas = Canvas.build(_prompts()[:1] * 4, 4, mask_id=m, pad_id=0, init_tokens=[torch.tensor(r) for r in rows])
+    _finish_at_eos(canvas, eos, canvas.masked())
+    assert canvas.done.tolist() == [False, True, False, True]
+    assert canvas.canvas.tolist() == [rows[0], [20, eos, eos, eos], rows[2], [eos, 21, eos, eos]]
+
+
 def test_embedding_segments_replace_token_embeddings(tiny_runner):
     emb = tiny_runner.model.embed(torch.tensor([5, 6, 7]))
     a = Canvas.build([[Segment("text", token_ids=torch.tensor([5, 6, 7]))]], 4, mask_id=MASK_ID, pad_id=0)
@@ -111,6 +121,11 @@ def test_bad_requests():
         Canvas.build([], 4, mask_id=MASK_ID, pad_id=0)
     with pytest.raises(ValueError, match="exactly one of"):
         Segment("text")
+    fix0 = [None, torch.tensor([True, False, False, False])]
+    Canvas.build(_prompts()[:2], 4, mask_id=MASK_ID, pad_id=0, init_tokens=[None, torch.tensor([5, 6, 7, 8])],
+                 fixed_masks=fix0)  # fine: the fixed slot holds token 5
+    with pytest.raises(ValueError, match="request 1: a fixed canvas slot holds the mask token"):
+        Canvas.build(_prompts()[:2], 4, mask_id=MASK_ID, pad_id=0, fixed_masks=fix0)
 
 
 @pytest.mark.parametrize("name", ["prefix", "dual"])

@@ -66,8 +66,8 @@ class Canvas:
         return self.tokens[:, self.prefix_len :]
 
     def masked(self) -> torch.Tensor:
-        """``[B, G]`` slots still to fill."""
-        return (self.canvas == self.mask_id) & ~self.fixed
+        """``[B, G]`` slots still to fill (fixed slots never hold the mask token: ``build`` refuses that)."""
+        return self.canvas == self.mask_id
 
     def has_masks(self) -> bool:
         return bool((self.masked() & ~self.done[:, None]).any())
@@ -75,12 +75,15 @@ class Canvas:
     def apply(self, rows: torch.Tensor | None, x0: torch.Tensor, commit: torch.Tensor, step: int, lo: int = 0) -> None:
         """Write committed tokens ``[b, W]`` of ``rows`` (all when None) into slots ``[lo, lo+W)`` and count
         one forward for each row."""
-        if rows is None:
-            rows = torch.arange(self.batch_size, device=x0.device)
-        c0, c1 = self.prefix_len + lo, self.prefix_len + lo + x0.shape[1]
-        self.tokens[rows, c0:c1] = torch.where(commit, x0, self.tokens[rows, c0:c1])
-        self.commit_step[rows, lo : c1 - self.prefix_len] = torch.where(
-            commit, step, self.commit_step[rows, lo : c1 - self.prefix_len])
+        c0, w = self.prefix_len + lo, x0.shape[1]
+        if rows is None:  # every row: write through views, no index copies
+            view = self.tokens[:, c0 : c0 + w]
+            view.copy_(torch.where(commit, x0, view))
+            self.commit_step[:, lo : lo + w].masked_fill_(commit, step)
+            self.nfe += 1
+            return
+        self.tokens[rows, c0 : c0 + w] = torch.where(commit, x0, self.tokens[rows, c0 : c0 + w])
+        self.commit_step[rows, lo : lo + w] = torch.where(commit, step, self.commit_step[rows, lo : lo + w])
         self.nfe[rows] += 1
 
     @classmethod
@@ -140,6 +143,9 @@ class Canvas:
                 tokens[i, p:] = init_tokens[i]
             if fixed_masks is not None and fixed_masks[i] is not None:
                 fixed[i] = fixed_masks[i]
+                if bool((tokens[i, p:][fixed[i]] == mask_id).any()):
+                    raise ValueError(f"request {i}: a fixed canvas slot holds the mask token; fix only slots "
+                                     "whose init_tokens give a real token")
         positions = (key_mask.long().cumsum(1) - 1).clamp_min(0)
         canvas = tokens[:, p:]
         commit_step = torch.where(canvas == mask_id, -1, 0)

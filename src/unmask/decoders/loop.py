@@ -69,17 +69,14 @@ class DecodeResult:
         return float(self.tokens.numel()) / max(1, int(self.nfe.sum()))
 
 
-def _finish_at_eos(canvas: Canvas, eos_id: int) -> None:
-    """Rows holding EOS with every slot before it committed are done: the rest becomes EOS."""
-    g = canvas.canvas
-    is_eos = g == eos_id
-    open_ = canvas.masked()
-    idx = torch.arange(g.shape[1], device=g.device)
-    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), g.shape[1])  # [B]
-    finished = is_eos.any(1) & ~(open_ & (idx < first[:, None])).any(1)
-    fill = finished[:, None] & open_ & (idx > first[:, None])
-    g.masked_fill_(fill, eos_id)
-    canvas.done |= finished
+def _finish_at_eos(canvas: Canvas, eos_id: int, open_: torch.Tensor) -> None:
+    """Rows whose first slot holding EOS or still open (``open_``) holds EOS are done: no open slot lies before
+    their EOS, and every open slot after it becomes EOS."""
+    is_eos = canvas.canvas == eos_id
+    first = (is_eos | open_).max(1, keepdim=True).indices  # [B, 1]: the first True; 0 in a row with none
+    finished = is_eos.gather(1, first)  # [B, 1]
+    canvas.canvas.masked_fill_(open_ & finished, eos_id)
+    canvas.done |= finished.squeeze(1)
 
 
 def _clock(runner: ModelRunner) -> float:
@@ -107,17 +104,19 @@ def denoise(
     gen = torch.Generator(device=canvas.tokens.device).manual_seed(params.seed)
     g, width, look = canvas.gen_length, canvas.gen_length // params.num_blocks, policy.lookahead
     forward_s, step, t0, lo = 0.0, 0, _clock(runner), 0
-    while lo < g:
+    while lo < g and not bool(canvas.done.all()):  # rows end at EOS; then later blocks cost nothing
         hi = min(g, lo + width)
         end = min(g, hi + look)
         for s in range(hi - lo + 1):  # a policy commits >= 1 slot of the block a step, so this always suffices
+            open_ = canvas.masked()
             if params.stop_at_eos and eos_id is not None:
-                _finish_at_eos(canvas, eos_id)
-            eligible = canvas.masked()[:, lo:end] & ~canvas.done[:, None]  # [B, W]
+                _finish_at_eos(canvas, eos_id, open_)  # the slots it fills lie in rows now done
+            eligible = open_[:, lo:end] & ~canvas.done[:, None]  # [B, W]
             active = eligible[:, : hi - lo].any(1)
-            if not bool(active.any()):
+            n_active = int(active.sum())  # host sync: is any row still decoding?
+            if not n_active:
                 break
-            rows = None if bool(active.all()) else active.nonzero().squeeze(1)
+            rows = None if n_active == canvas.batch_size else active.nonzero().squeeze(1)
             tf = _clock(runner)
             logits = cache.logits(runner, canvas, rows, lo, end, refresh=s == 0)  # [b, W, V]
             forward_s += _clock(runner) - tf

@@ -96,8 +96,9 @@ def even_quota(ctx: StepContext) -> torch.Tensor:
 
 def above_threshold(conf: torch.Tensor, eligible: torch.Tensor, threshold: float) -> torch.Tensor:
     """Every eligible slot whose confidence exceeds ``threshold``, and each row's most confident one."""
-    best = select_top_k(conf, eligible, torch.ones_like(conf[:, 0], dtype=torch.long))
-    return ((conf > threshold) & eligible) | best
+    masked = torch.where(eligible, conf, float("-inf"))
+    best = torch.zeros_like(eligible).scatter_(-1, masked.argmax(-1, keepdim=True), True)
+    return ((masked > threshold) | best) & eligible
 
 
 class _OrderedPolicy(Policy):
@@ -107,9 +108,9 @@ class _OrderedPolicy(Policy):
         raise NotImplementedError
 
     def step(self, logits: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
-        x0, conf = sample_tokens(logits, ctx.temperature, ctx.generator)
-        score = self.score(logits.softmax(-1), conf, ctx)
-        return x0, select_top_k(score, ctx.eligible, even_quota(ctx))
+        probs = logits.softmax(-1)
+        x0, conf = sample_tokens(logits, ctx.temperature, ctx.generator, probs)
+        return x0, select_top_k(self.score(probs, conf, ctx), ctx.eligible, even_quota(ctx))
 
 
 @register_policy("low_confidence")
@@ -222,13 +223,18 @@ class EarlyCommit(Policy):
 
     config_cls = EarlyCommitConfig
 
+    def reset(self, batch_size: int, gen_length: int, device: torch.device) -> None:
+        self.tables = torch.tensor(self.config.stages, device=device), torch.tensor(self.config.gaps, device=device)
+
     def step(self, logits: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        if not hasattr(self, "tables"):
+            self.reset(logits.shape[0], ctx.lo + logits.shape[1], logits.device)
+        stages, gaps = self.tables
         x0, conf = sample_tokens(logits, ctx.temperature, ctx.generator)
-        top = logits.log_softmax(-1).topk(2, dim=-1).values
-        gap = ((top[..., 0] - top[..., 1]) * ctx.eligible).sum(-1) / ctx.eligible.sum(-1).clamp_min(1)  # [B]
-        progress = 1 - ctx.eligible.sum(-1) / ctx.eligible.shape[-1]
-        stage = torch.bucketize(progress, torch.tensor(self.config.stages, device=progress.device))
-        need = torch.tensor(self.config.gaps, device=gap.device)[stage]
+        top = logits.topk(2, dim=-1).values  # log p1 - log p2 = l1 - l2: the softmax normaliser cancels
+        left = ctx.eligible.sum(-1)  # [B]
+        gap = ((top[..., 0] - top[..., 1]) * ctx.eligible).sum(-1) / left.clamp_min(1)
+        need = gaps[torch.bucketize(1 - left / ctx.eligible.shape[-1], stages)]
         commit = select_top_k(conf, ctx.eligible, even_quota(ctx))
         return x0, torch.where((gap >= need)[:, None], ctx.eligible, commit)
 

@@ -15,15 +15,17 @@ def gumbel_noise(shape: torch.Size, generator: torch.Generator | None, device: t
 
 
 def sample_tokens(
-    logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None,
+    probs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens ``[B, G]`` and their probabilities ``[B, G]`` under ``softmax(logits)``."""
-    probs = logits.softmax(-1)  # [B, G, V]
+    """Tokens ``[B, G]`` and their probabilities ``[B, G]`` under ``softmax(logits)`` (pass ``probs`` when the
+    caller has them already)."""
+    probs = logits.softmax(-1) if probs is None else probs  # [B, G, V]
     if temperature > 0:
         x0 = (logits + temperature * gumbel_noise(logits.shape, generator, logits.device)).argmax(-1)
-    else:
-        x0 = logits.argmax(-1)
-    return x0, probs.gather(-1, x0[..., None]).squeeze(-1)
+        return x0, probs.gather(-1, x0[..., None]).squeeze(-1)
+    conf, x0 = probs.max(-1)  # greedy: the most probable token is the argmax of the logits
+    return x0, conf
 
 
 def top2_margin(probs: torch.Tensor) -> torch.Tensor:
@@ -36,9 +38,8 @@ def neg_entropy(probs: torch.Tensor) -> torch.Tensor:
 
 
 def select_top_k(score: torch.Tensor, eligible: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``[B, G]`` bool: the ``k[b]`` highest-scoring eligible slots of each row, with per-row k, no loop."""
-    score = score.masked_fill(~eligible, float("-inf"))
-    order = score.argsort(dim=-1, descending=True, stable=True)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
-    return (ranks < k[:, None]) & eligible
+    """``[B, G]`` bool: the ``k[b]`` highest-scoring eligible slots of each row, with per-row k, no loop.
+
+    Ties go to the earlier slot (stable sort); a slot's rank is the inverse of the sort permutation."""
+    order = torch.where(eligible, score, float("-inf")).argsort(dim=-1, descending=True, stable=True)
+    return (order.argsort(dim=-1) < k[:, None]) & eligible
