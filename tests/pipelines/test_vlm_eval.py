@@ -44,6 +44,21 @@ def test_ratio_one_pruning_gives_the_unpruned_predictions(small_vlm_dir, manifes
     assert [p["prediction"] for p in ref] == [p["prediction"] for p in got]
 
 
+def test_interleaved_settings_match_separate_runs(small_vlm_dir, manifest):
+    """The sweep decodes each batch under every setting in turn; answers and counts equal one run per setting."""
+    ev = VLMEvaluator.from_pretrained(small_vlm_dir)
+    records = read_split(manifest, tasks=["long"])
+    prunes = [None, PruneConfig.parse("fastv:layer=0,ratio=0.25"), PruneConfig.parse("vtw:layer=1")]
+    opts = EvalOptions(batch_size=2)
+    together = ev.run_settings("long", records, prunes, opts)
+    assert [row["prune"] for row, _ in together] == ["none", prunes[1].name, "vtw:layer=1"]
+    for (row, preds), prune in zip(together, prunes, strict=True):
+        alone, alone_preds = ev.run("long", records, prune, opts)
+        assert [p["prediction"] for p in preds] == [p["prediction"] for p in alone_preds]
+        assert (row["items"], row["nfe"], row["visual_tokens"]) == (alone["items"], alone["nfe"], alone["visual_tokens"])
+    assert ev.runner.pruner is None
+
+
 def test_bad_images_become_error_records(small_vlm_dir, manifest, tmp_path):
     records = read_split(manifest, tasks=["short"])
     broken = tmp_path / "broken.png"

@@ -52,6 +52,34 @@ class EvalOptions:
             raise ValueError("batch_size, tokens_per_step and elbo_samples must be >= 1")
 
 
+class _SettingRun:
+    """What one pruning setting accumulates over a task's batches."""
+
+    def __init__(self, prune: PruneConfig | None) -> None:
+        self.prune = prune
+        self.pruner = None if prune is None else Pruner(prune)
+        self.preds: list[dict] = []
+        self.scores: list[float] = []
+        self.nfe = self.wall = 0.0
+        self.batches = 0
+
+    def row(self, task: str, n_todo: int, tower_tokens: int, options: EvalOptions) -> dict:
+        visual: float = tower_tokens
+        if self.pruner is not None:
+            st = self.pruner.stats
+            visual = round(st["visual_tokens"] / max(1, st["forwards"]), 1)
+        n = len(self.scores)
+        return {
+            "task": task, "prune": "none" if self.prune is None else self.prune.name,
+            "accuracy": round(sum(self.scores) / n, 4) if n else None,
+            "latency_s": round(self.wall / max(1, self.batches), 4),
+            "nfe": round(self.nfe / max(1, n), 2),
+            "visual_tokens": visual,
+            "items": n, "errors": n_todo - n, "batch_size": options.batch_size, "policy": options.policy,
+            "cache": options.cache,
+        }
+
+
 class VLMEvaluator:
     """Plain class: load once, then ``run(task, records, prune)``."""
 
@@ -59,6 +87,7 @@ class VLMEvaluator:
         self.vlm = vlm
         self.runner = ModelRunner(vlm.backbone, vlm.info)
         self.tok = vlm.tokenizer
+        self._warm = False
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "tiny-vlm", device: str = "cpu") -> VLMEvaluator:
@@ -77,47 +106,53 @@ class VLMEvaluator:
     def run(self, task: str, records: list[dict], prune: PruneConfig | None = None,
             options: EvalOptions | None = None) -> tuple[dict, list[dict]]:
         """(result row, prediction records) of ``task`` over ``records`` (dicts as in the manifest)."""
+        return self.run_settings(task, records, [prune], options)[0]
+
+    def run_settings(self, task: str, records: list[dict], prunes: list[PruneConfig | None],
+                     options: EvalOptions | None = None, progress: bool = False) -> list[tuple[dict, list[dict]]]:
+        """``run`` under several pruning settings, interleaved: each batch is decoded under every setting in turn,
+        so a change in the machine's speed during the sweep weighs on every setting alike."""
         if task not in TASKS:
             raise ValueError(f"unknown VLM task {task!r}; known tasks: {', '.join(TASKS)}")
         options = options or EvalOptions()
-        self.runner.pruner = None if prune is None else Pruner(prune)
-        preds, scores, nfe, wall, batches = [], [], 0.0, 0.0, 0
         todo = [r for r in records if r["task"] == ("mc" if task == "mc_elbo" else task)]
-        for b0 in range(0, len(todo), options.batch_size):
-            imgs, good, errors = self._images(todo[b0 : b0 + options.batch_size])
-            preds += errors
-            if not good:
-                continue
-            t0 = time.perf_counter()
-            embeds = self.vlm.encode(imgs)
-            if task == "mc_elbo":
-                answers, forwards = self._mc_elbo(embeds, good, options)
-            else:
-                answers, forwards = self.generate(embeds, good, GEN_LENGTH[task], options)
-            wall += time.perf_counter() - t0
-            batches += 1
-            nfe += forwards
-            for r, a in zip(good, answers, strict=True):
-                s = score("mc" if task == "mc_elbo" else task, a, r["answer"])
-                scores.append(s)
-                preds.append({"id": r["id"], "task": task, "question": r["question"], "answer": r["answer"],
-                              "prediction": a, "score": s})
-        visual = self.vlm.tower.num_tokens
-        if self.runner.pruner is not None:
-            st = self.runner.pruner.stats
-            visual = round(st["visual_tokens"] / max(1, st["forwards"]), 1)
-        n = len(scores)
-        row = {
-            "task": task, "prune": "none" if prune is None else prune.name,
-            "accuracy": round(sum(scores) / n, 4) if n else None,
-            "latency_s": round(wall / max(1, batches), 4),
-            "nfe": round(nfe / max(1, n), 2),
-            "visual_tokens": visual,
-            "items": n, "errors": len(todo) - n, "batch_size": options.batch_size, "policy": options.policy,
-            "cache": options.cache,
-        }
-        self.runner.pruner = None
-        return row, preds
+        runs = [_SettingRun(p) for p in prunes]
+        try:
+            starts = range(0, len(todo), options.batch_size)
+            if progress:
+                from tqdm import tqdm
+
+                starts = tqdm(starts, desc=f"{task} x {len(prunes)} setting(s)", unit="batch")
+            for b0 in starts:
+                imgs, good, errors = self._images(todo[b0 : b0 + options.batch_size])
+                for r in runs:
+                    r.preds += errors
+                if not good:
+                    continue
+                if not self._warm:  # first-call costs (allocator, kernel selection) stay out of every latency
+                    self._answer(task, self.vlm.encode(imgs), good, options)
+                    self._warm = True
+                for r in runs:
+                    self.runner.pruner = r.pruner
+                    t0 = time.perf_counter()
+                    answers, forwards = self._answer(task, self.vlm.encode(imgs), good, options)
+                    r.wall += time.perf_counter() - t0
+                    r.batches += 1
+                    r.nfe += forwards
+                    for q, a in zip(good, answers, strict=True):
+                        sc = score("mc" if task == "mc_elbo" else task, a, q["answer"])
+                        r.scores.append(sc)
+                        r.preds.append({"id": q["id"], "task": task, "question": q["question"], "answer": q["answer"],
+                                        "prediction": a, "score": sc})
+        finally:
+            self.runner.pruner = None
+        return [(r.row(task, len(todo), self.vlm.tower.num_tokens, options), r.preds) for r in runs]
+
+    def _answer(self, task: str, embeds: torch.Tensor, records: list[dict], options: EvalOptions
+                ) -> tuple[list[str], float]:
+        if task == "mc_elbo":
+            return self._mc_elbo(embeds, records, options)
+        return self.generate(embeds, records, GEN_LENGTH[task], options)
 
     def generate(self, embeds: torch.Tensor, records: list[dict], gen_length: int, options: EvalOptions
                  ) -> tuple[list[str], float]:
@@ -165,8 +200,6 @@ def evaluate(model: str, tasks: list[str], manifest: str | Path | None = None, p
              options: EvalOptions | None = None, limit: int | None = None, out_dir: str | Path | None = None,
              device: str = "cpu") -> dict:
     """Every task under every pruning setting; predictions to ``out_dir/predictions.jsonl``."""
-    from tqdm import tqdm
-
     from ..modalities.vision.scenes import read_split
 
     configs = [PruneConfig.parse(p) for p in prunes]  # parse all first: a typo fails before any work
@@ -177,9 +210,8 @@ def evaluate(model: str, tasks: list[str], manifest: str | Path | None = None, p
             raise ValueError(f"--prune {c.name}: layer {c.layer} does not exist; {model} has layers 0..{layers - 1}")
     records = read_split(manifest or sample_manifest(), limit=limit)
     results, preds = [], []
-    for cfg in tqdm(configs, desc="prune settings", disable=len(configs) == 1):
-        for task in tasks:
-            row, p = ev.run(task, records, cfg, options)
+    for task in tasks:
+        for row, p in ev.run_settings(task, records, configs, options, progress=True):
             results.append(row)
             preds += [q | {"prune": row["prune"]} for q in p]
     if out_dir is not None:
