@@ -8,9 +8,7 @@ Data: WebDataset shards from ``unmask data speech`` (synthesized with flite / es
 from __future__ import annotations
 
 import glob
-import json
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from ..core.checkpoint import save_backbone
 from ..core.config import config_to_dict
 from ..modalities.audio.model import SEP_TOKEN, AdapterConfig, AudioAdapter, audio_rows, save_adapter
 from ..modalities.text.tokenizer import TextTokenizer, train_bpe
-from .common import BackboneRecipe, load_recipe, optimizer_step
+from .common import BackboneRecipe, TrainLog, load_recipe, optimizer_step
 from .text import plot_loss
 
 
@@ -116,12 +114,11 @@ def train(cfg: AsrTrainConfig) -> Path:
     opt, sched = cfg.optimizer(params)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    log = (out / "train_log.jsonl").open("w")
     from tqdm import tqdm
 
-    t0, avg = time.time(), None
     order: list[int] = []
     bar = tqdm(range(1, cfg.steps + 1), desc="train asr", mininterval=10)
+    log = TrainLog(out, bar, sched, cfg.steps)
     for step in bar:
         if len(order) < cfg.batch_size:
             order += rng.sample(range(len(ids)), len(ids))
@@ -129,13 +126,7 @@ def train(cfg: AsrTrainConfig) -> Path:
         loss, diff, ctc = asr_loss(adapter, model, tok, [feats[i] for i in idx], [ids[i] for i in idx], cfg.max_pad,
                                    rng, gen, cfg.ctc_weight, time_mask=cfg.time_mask)
         optimizer_step(opt, sched, loss, params)
-        now = (loss.item(), diff, ctc)
-        avg = now if avg is None else tuple(0.98 * a + 0.02 * v for a, v in zip(avg, now, strict=True))
-        if step % 20 == 0 or step == cfg.steps:
-            bar.set_postfix(loss=f"{avg[0]:.3f}", diff=f"{avg[1]:.3f}", ctc=f"{avg[2]:.3f}")
-            log.write(json.dumps({"step": step, "loss": avg[0], "diffusion": avg[1], "ctc": avg[2],
-                                  "lr": sched.get_last_lr()[0], "elapsed_s": round(time.time() - t0, 1)}) + "\n")
-            log.flush()
+        log.step(step, loss=loss.item(), diffusion=diff, ctc=ctc)
         if step % cfg.save_every == 0 or step == cfg.steps:
             save_backbone(model, out, family="llada", info=info, dtype=torch.bfloat16,
                           extra_config={"unmask_recipe": config_to_dict(cfg), "unmask_step": step})

@@ -3,7 +3,9 @@ schedule, and the run's bookkeeping knobs."""
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +91,34 @@ def optimizer_step(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.L
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     sched.step()
+
+
+class TrainLog:
+    """Every recipe's run log: an exponential moving average (0.98) of named losses, shown on the progress bar and
+    written to ``out/train_log.jsonl`` as ``{"step", <losses>, "lr", "elapsed_s"}`` every ``every`` steps and at the
+    last one."""
+
+    def __init__(self, out: Path, bar, sched: torch.optim.lr_scheduler.LRScheduler, steps: int, every: int = 20
+                 ) -> None:
+        self.path = out / "train_log.jsonl"
+        self.file = self.path.open("w")
+        self.bar, self.sched, self.steps, self.every = bar, sched, steps, every
+        self.avg: dict[str, float] | None = None
+        self.t0 = time.time()
+
+    def step(self, step: int, **losses: float) -> None:
+        self.avg = dict(losses) if self.avg is None else {k: 0.98 * self.avg[k] + 0.02 * v for k, v in losses.items()}
+        if step % self.every == 0 or step == self.steps:
+            self.bar.set_postfix(**{k: f"{v:.3f}" for k, v in self.avg.items()})
+            self.write({"step": step, **self.avg, "lr": self.sched.get_last_lr()[0],
+                        "elapsed_s": round(time.time() - self.t0, 1)})
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def load_recipe[T](cls: type[T], config_path: str | None, overrides: dict | None = None) -> T:

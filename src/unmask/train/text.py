@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from ..core.checkpoint import save_backbone
 from ..core.config import config_to_dict
 from ..modalities.text.tasks import TASKS, stream
 from ..modalities.text.tokenizer import TextTokenizer, train_bpe
-from .common import BackboneRecipe, load_recipe, optimizer_step
+from .common import BackboneRecipe, TrainLog, load_recipe, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -106,22 +105,16 @@ def train(cfg: TextTrainConfig) -> Path:
     data = stream("train", cfg.seed, cfg.tasks)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    log = (out / "train_log.jsonl").open("w")
     model.train()
-    t0, avg = time.time(), None
     from tqdm import tqdm
 
     bar = tqdm(range(1, cfg.steps + 1), desc="train text", mininterval=10)
+    log = TrainLog(out, bar, sched, cfg.steps)
     for step in bar:
         ids, resp = _batch([next(data) for _ in range(cfg.batch_size)], tok, cfg.max_pad, rng)
         loss = diffusion_loss(model, ids, resp, tok.mask_id, gen)
         optimizer_step(opt, sched, loss, model.parameters())
-        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
-        if step % 20 == 0 or step == cfg.steps:
-            bar.set_postfix(loss=f"{avg:.3f}")
-            log.write(json.dumps({"step": step, "loss": avg, "lr": sched.get_last_lr()[0],
-                                  "elapsed_s": round(time.time() - t0, 1)}) + "\n")
-            log.flush()
+        log.step(step, loss=loss.item())
         if step % cfg.save_every == 0 or step == cfg.steps:
             model.eval()
             save_backbone(model, out, family="llada", info=info, dtype=torch.bfloat16,

@@ -7,8 +7,6 @@ cross-entropy on masked slots. At the end the policy is rolled out on held-out s
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from ..core.config import config_to_dict
 from ..modalities.action.data import EVAL_SEED, read_episodes, write_dataset
 from ..modalities.action.model import MASK_ID, ActionPolicy, ActionSpec, load_policy, new_policy, save_policy
 from ..modalities.action.tokenizer import ActionStats
-from .common import BackboneRecipe, load_recipe, optimizer_step
+from .common import BackboneRecipe, TrainLog, load_recipe, optimizer_step
 
 
 @dataclass(frozen=True)
@@ -120,26 +118,20 @@ def train(cfg: VlaTrainConfig) -> Path:
     opt, sched = cfg.optimizer(params)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    log = (out / "train_log.jsonl").open("w")
     policy.backbone.train()
     policy.encoder.train()
-    t0, avg = time.time(), None
     from tqdm import tqdm
 
     recipe = {"unmask_recipe": config_to_dict(cfg)}
     bar = tqdm(range(1, cfg.steps + 1), desc="train vla", mininterval=10)
+    log = TrainLog(out, bar, sched, cfg.steps)
     for step in bar:
         idx = rng.integers(0, len(eps.actions), cfg.batch_size)
         chunks, pad = eps.chunks(idx, horizon)
         loss = chunk_loss(policy, torch.from_numpy(eps.states[idx]), torch.from_numpy(chunks), gen, cfg.t_min,
                           torch.from_numpy(pad), cfg.prefix_prob)
         optimizer_step(opt, sched, loss, params)
-        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
-        if step % 20 == 0 or step == cfg.steps:
-            bar.set_postfix(loss=f"{avg:.3f}")
-            log.write(json.dumps({"step": step, "loss": avg, "lr": sched.get_last_lr()[0],
-                                  "elapsed_s": round(time.time() - t0, 1)}) + "\n")
-            log.flush()
+        log.step(step, loss=loss.item())
         if step % cfg.save_every == 0 or step == cfg.steps:
             save_policy(policy, out, extra_config=recipe | {"unmask_step": step})
     policy.backbone.eval()
@@ -149,7 +141,7 @@ def train(cfg: VlaTrainConfig) -> Path:
 
         res = rollout(policy, list(range(EVAL_SEED, EVAL_SEED + cfg.eval_episodes)), progress=True)
         rate = float(np.mean([r["success"] for r in res]))
-        log.write(json.dumps({"step": cfg.steps, "eval_success_rate": rate, "eval_episodes": len(res)}) + "\n")
+        log.write({"step": cfg.steps, "eval_success_rate": rate, "eval_episodes": len(res)})
         save_policy(policy, out, extra_config=recipe | {"unmask_step": cfg.steps, "unmask_eval_success": rate})
     log.close()
     return out

@@ -6,9 +6,7 @@ split). Saved in LLaDA-V's layout (``model_type: llava_llada``).
 
 from __future__ import annotations
 
-import json
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from ..modalities.text.tokenizer import train_bpe
 from ..modalities.vision.image import ImageConfig, preprocess
 from ..modalities.vision.model import VLM, Projector, VisionSpec, VisionTower, load_vlm, save_vlm, siglip_config
 from ..modalities.vision.scenes import COLORS, SHAPES, SIZE, TASKS, make_item
-from .common import BackboneRecipe, load_recipe, optimizer_step
+from .common import BackboneRecipe, TrainLog, load_recipe, optimizer_step
 from .text import plot_loss
 
 
@@ -174,13 +172,12 @@ def train(cfg: VlmTrainConfig) -> Path:
     gen = torch.Generator().manual_seed(cfg.seed)
     tasks, weights = zip(*cfg.task_weights.items(), strict=True)
     counters = dict.fromkeys(tasks, cfg.seed * 10_000_000)  # a new seed gives new scenes, not a replay
-    log = (out / "train_log.jsonl").open("w")
     from tqdm import tqdm
 
     vlm.backbone.train()
     vlm.tower.train()
-    t0, avg = time.time(), None
     bar = tqdm(range(1, cfg.steps + 1), desc="train vlm", mininterval=10)
+    log = TrainLog(out, bar, sched, cfg.steps)
     for step in bar:
         items, images = [], []
         for task in rng.choices(tasks, weights, k=cfg.batch_size):
@@ -190,13 +187,7 @@ def train(cfg: VlmTrainConfig) -> Path:
             images.append(img)
         loss, aux = vlm_loss(vlm, items, images, cfg.max_pad, rng, gen, probe=probe, probe_weight=cfg.probe_weight)
         optimizer_step(opt, sched, loss, params)
-        now = (loss.item() - cfg.probe_weight * aux, aux)
-        avg = now if avg is None else tuple(0.98 * a + 0.02 * v for a, v in zip(avg, now, strict=True))
-        if step % 20 == 0 or step == cfg.steps:
-            bar.set_postfix(loss=f"{avg[0]:.3f}", probe=f"{avg[1]:.3f}")
-            log.write(json.dumps({"step": step, "loss": avg[0], "probe": avg[1], "lr": sched.get_last_lr()[0],
-                                  "elapsed_s": round(time.time() - t0, 1)}) + "\n")
-            log.flush()
+        log.step(step, loss=loss.item() - cfg.probe_weight * aux, probe=aux)
         last = step == cfg.steps or step == cfg.stop_after
         if step % cfg.save_every == 0 or last:
             vlm.backbone.eval()
