@@ -10,7 +10,8 @@ from unmask.modalities.vision.scenes import make_item
 
 def test_train_vlm_tiny_run_writes_a_loadable_checkpoint(small_vlm_dir):
     log = [json.loads(x) for x in (small_vlm_dir / "train_log.jsonl").read_text().splitlines()]
-    assert log[-1]["step"] == 40 and log[-1]["loss"] < log[0]["loss"]
+    losses = [r for r in log if "loss" in r]
+    assert losses[-1]["step"] == 40 and losses[-1]["loss"] < losses[0]["loss"]
     raw = json.loads((small_vlm_dir / "config.json").read_text())
     assert raw["model_type"] == "llava_llada" and raw["unmask_recipe"]["steps"] == 40
     vlm = load_vlm(small_vlm_dir)
@@ -35,3 +36,24 @@ def test_probe_weight_scales_the_probe_loss(small_vlm_dir):
             out[w] = vlm_loss(vlm, list(items), list(images), 4, random.Random(0), torch.Generator().manual_seed(0),
                               probe=probe, probe_weight=w)
     assert out[2.0][1] > 0 and abs(out[2.0][0].item() - out[0.0][0].item() - 2 * out[2.0][1]) < 1e-4
+
+
+def test_attribute_nll_tells_a_model_that_ignores_the_image(small_vlm_dir):
+    import math
+
+    import torch
+
+    from unmask.train.vlm import attribute_nll
+
+    log = [json.loads(x) for x in (small_vlm_dir / "train_log.jsonl").read_text().splitlines()]
+    assert "attribute_nll" in log[-1]  # the recipe scores its model at the end
+    vlm = load_vlm(small_vlm_dir)
+    got = attribute_nll(vlm, n=3)
+    assert set(got) == {"colour", "shape", "size", "cell"}
+    assert all(v["words"] > 0 and math.isfinite(v["own_image"]) and v["own_image"] > 0 for v in got.values())
+    assert any(abs(v["own_image"] - v["other_image"]) > 1e-6 for v in got.values())  # the image moves the scores
+    with torch.no_grad():
+        for p in vlm.tower.projector.parameters():
+            p.zero_()  # every image now embeds to zeros: own and other image are the same input
+    blind = attribute_nll(vlm, n=3)
+    assert all(abs(v["own_image"] - v["other_image"]) < 1e-5 for v in blind.values())

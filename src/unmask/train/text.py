@@ -132,6 +132,7 @@ def plot_loss(log_file: Path, png: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss" in r]  # evaluation lines carry no loss
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -57,6 +57,8 @@ class VlmTrainConfig(BackboneRecipe):
     """End the run after this step (saving there) while keeping the schedule of ``steps``."""
     reinit_projector: bool = False
     """With ``init_from``: start the projector afresh (small weights), keeping tower and backbone."""
+    eval_items: int = 40
+    """Held-out descriptions scored by :func:`attribute_nll` at the end (written to the log); 0 skips."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -152,6 +154,48 @@ def vlm_loss(vlm: VLM, items: list, images: list[np.ndarray], max_pad: int, rng:
     return loss + probe_weight * aux, aux.item()
 
 
+ATTRIBUTE_WORDS = {"colour": tuple(COLORS), "shape": SHAPES, "size": ("small", "large"),
+                   "cell": ("top", "bottom", "left", "right", "center")}
+
+
+@torch.no_grad()
+def attribute_nll(vlm: VLM, n: int = 40, split: str = "test") -> dict[str, dict[str, float]]:
+    """Does the model read what the image shows? In ``n`` long descriptions of ``split``, every attribute word
+    (colour, shape, size, cell word) is masked alone, everything else given, and its negative log-likelihood (nats,
+    summed over the word's tokens) averaged per kind: ``{kind: {"own_image", "other_image", "words"}}``, the second
+    with the next scene's image in place of the scene's own. A model that ignores an attribute scores the same with
+    either image (the uniform guess over colours is ln 5 = 1.609)."""
+    tok = vlm.tokenizer
+    words = {tuple(tok.encode(" " + w)): kind for kind, ws in ATTRIBUTE_WORDS.items() for w in ws}
+    items = [make_item("long", split, i) for i in range(n + 1)]
+    embeds = vlm.encode([img for _, img in items])
+    runner = ModelRunner(vlm.backbone, vlm.info)
+    sums = {k: [0.0, 0.0, 0] for k in ATTRIBUTE_WORDS}
+    for i in range(n):
+        item = items[i][0]
+        ans = tok.encode(item.answer) + [tok.eos_id]
+        spans = [(j, len(w), kind) for j in range(len(ans)) for w, kind in words.items()
+                 if tuple(ans[j : j + len(w)]) == w]
+        if not spans:
+            continue
+        rows = []
+        for j, k, _ in spans:
+            row = torch.tensor(ans)
+            row[j : j + k] = tok.mask_id
+            rows.append(row)
+        for which, emb in enumerate((embeds[i], embeds[i + 1])):
+            canvas = Canvas.build([vlm.prefix(emb, item.question)] * len(rows), len(ans), mask_id=tok.mask_id,
+                                  pad_id=tok.pad_id, init_tokens=rows)
+            x = runner.embed(canvas, None, 0, canvas.tokens.shape[1])
+            h = vlm.backbone(inputs_embeds=x, position_ids=canvas.positions, key_mask=canvas.key_mask)
+            logp = vlm.backbone.logits(h[:, canvas.prefix_len :]).float().log_softmax(-1)  # [spans, G, V]
+            for r, (j, k, kind) in enumerate(spans):
+                sums[kind][which] -= sum(logp[r, j + t, ans[j + t]].item() for t in range(k))
+        for _, _, kind in spans:
+            sums[kind][2] += 1
+    return {k: {"own_image": a / c, "other_image": b / c, "words": c} for k, (a, b, c) in sums.items() if c}
+
+
 def train(cfg: VlmTrainConfig) -> Path:
     out = cfg.start_run()
     if cfg.init_from:
@@ -195,6 +239,10 @@ def train(cfg: VlmTrainConfig) -> Path:
             vlm.backbone.train()
         if last:
             break
+    if cfg.eval_items:
+        vlm.backbone.eval()
+        vlm.tower.eval()
+        log.write({"step": step, "attribute_nll": attribute_nll(vlm, cfg.eval_items)})
     log.close()
     plot_loss(out / "train_log.jsonl", out / "loss.png")
     return out
