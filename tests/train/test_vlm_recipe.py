@@ -49,7 +49,7 @@ def test_attribute_nll_tells_a_model_that_ignores_the_image(small_vlm_dir):
     assert "attribute_nll" in log[-1]  # the recipe scores its model at the end
     vlm = load_vlm(small_vlm_dir)
     got = attribute_nll(vlm, n=3)
-    assert set(got) == {"colour", "shape", "size", "cell"}
+    assert set(got) == {"color", "shape", "size", "cell"}
     assert all(v["words"] > 0 and math.isfinite(v["own_image"]) and v["own_image"] > 0 for v in got.values())
     assert any(abs(v["own_image"] - v["other_image"]) > 1e-6 for v in got.values())  # the image moves the scores
     with torch.no_grad():

@@ -154,17 +154,17 @@ def vlm_loss(vlm: VLM, items: list, images: list[np.ndarray], max_pad: int, rng:
     return loss + probe_weight * aux, aux.item()
 
 
-ATTRIBUTE_WORDS = {"colour": tuple(COLORS), "shape": SHAPES, "size": ("small", "large"),
+ATTRIBUTE_WORDS = {"color": tuple(COLORS), "shape": SHAPES, "size": ("small", "large"),
                    "cell": ("top", "bottom", "left", "right", "center")}
 
 
 @torch.no_grad()
 def attribute_nll(vlm: VLM, n: int = 40, split: str = "test") -> dict[str, dict[str, float]]:
     """Does the model read what the image shows? In ``n`` long descriptions of ``split``, every attribute word
-    (colour, shape, size, cell word) is masked alone, everything else given, and its negative log-likelihood (nats,
+    (color, shape, size, cell word) is masked alone, everything else given, and its negative log-likelihood (nats,
     summed over the word's tokens) averaged per kind: ``{kind: {"own_image", "other_image", "words"}}``, the second
     with the next scene's image in place of the scene's own. A model that ignores an attribute scores the same with
-    either image (the uniform guess over colours is ln 5 = 1.609)."""
+    either image (the uniform guess over colors is ln 5 = 1.609)."""
     tok = vlm.tokenizer
     words = {tuple(tok.encode(" " + w)): kind for kind, ws in ATTRIBUTE_WORDS.items() for w in ws}
     items = [make_item("long", split, i) for i in range(n + 1)]
