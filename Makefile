@@ -53,8 +53,8 @@ bench: setup sysdeps-audio
 	  --gen-length 32 --n-per-task 50 --json
 	$(VENV)/bin/unmask bench decode --gen-lengths 64 --batch-sizes 1 8 --n-per-task 4 \
 	  --plot runs/bench/decode64.png --markdown runs/bench/decode64.md
-	$(VENV)/bin/unmask bench decode --gen-lengths 256 --batch-sizes 1 8 --n-per-task 2 \
-	  --policies low_confidence,threshold,adaptive_block --caches none,dual \
+	$(VENV)/bin/unmask bench decode --gen-lengths 256 --batch-sizes 1 8 --n-per-task 4 \
+	  --policies low_confidence,threshold,early_commit,adaptive_block --caches none,dual \
 	  --plot runs/bench/decode256.png --markdown runs/bench/decode256.md
 	[ -f runs/data/vision/test.jsonl ] || $(VENV)/bin/unmask data vision --n-test 200
 	$(VENV)/bin/unmask eval-vlm --model tiny-vlm --data runs/data/vision/test.jsonl --tasks short,mc,mc_elbo,long \
