@@ -186,9 +186,7 @@ def attribute_nll(vlm: VLM, n: int = 40, split: str = "test") -> dict[str, dict[
         for which, emb in enumerate((embeds[i], embeds[i + 1])):
             canvas = Canvas.build([vlm.prefix(emb, item.question)] * len(rows), len(ans), mask_id=tok.mask_id,
                                   pad_id=tok.pad_id, init_tokens=rows)
-            x = runner.embed(canvas, None, 0, canvas.tokens.shape[1])
-            h = vlm.backbone(inputs_embeds=x, position_ids=canvas.positions, key_mask=canvas.key_mask)
-            logp = vlm.backbone.logits(h[:, canvas.prefix_len :]).float().log_softmax(-1)  # [spans, G, V]
+            logp = runner.forward(canvas).log_softmax(-1)  # [spans, G, V], the logits decoding sees
             for r, (j, k, kind) in enumerate(spans):
                 sums[kind][which] -= sum(logp[r, j + t, ans[j + t]].item() for t in range(k))
         for _, _, kind in spans:
