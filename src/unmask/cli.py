@@ -182,7 +182,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if bad:
             raise ValueError(f"unknown mode(s) {bad}; known: {', '.join(MODES)}")
         bench_vla(args.model or "tiny-vla", args.json, args.episodes,
-                  tuple(args.delays) if args.delays else DELAYS_MS, modes, args.hz, args.plot)
+                  tuple(args.delays) if args.delays else DELAYS_MS, modes, args.hz, args.plot, args.max_inflight)
         return 0
     if args.what == "asr":
         import glob
@@ -232,7 +232,8 @@ def cmd_robot_run(args: argparse.Namespace) -> int:
             print(f"seed {r['seed']}: success={r['success']} ticks={r['ticks']} hz={r['hz']:.1f} "
                   f"missed={r['missed_ticks']} overruns={r['overruns']} events={len(r['events'])}")
 
-    summary, rows = run_episodes(args.server, BrokerConfig(mode=args.mode, execute=args.execute),
+    summary, rows = run_episodes(args.server, BrokerConfig(mode=args.mode, execute=args.execute,
+                                                                     max_inflight=args.max_inflight),
                                  RunConfig(hz=args.hz, timeout_s=args.timeout, max_steps=args.max_steps),
                                  range(args.seed, args.seed + args.episodes), model=args.model,
                                  delay_ms=args.delay_ms, on_episode=show)
@@ -304,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--delays", type=float, nargs="+", default=None, help="vla: injected delays in ms (0 50 100 200)")
     bn.add_argument("--modes", default=None, help="vla: comma-separated subset of sync,async,async_inpaint")
     bn.add_argument("--hz", type=float, default=50.0, help="vla: control rate")
+    bn.add_argument("--max-inflight", type=int, default=8, help="vla: most requests in flight in the async modes")
     bn.set_defaults(fn=cmd_bench)
     tr = sub.add_parser("transcribe", help="batch transcription of audio shards/files on Ray")
     tr.add_argument("input", nargs="+", help="WebDataset shards (*.tar), a directory or a glob of audio files")
@@ -356,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--delay-ms", type=float, default=0.0, help="in-process server: extra delay per reply")
     rr.add_argument("--mode", default="async_inpaint", help="sync, async or async_inpaint")
     rr.add_argument("--execute", type=int, default=8, help="actions per chunk before the next takes over")
+    rr.add_argument("--max-inflight", type=int, default=8,
+                    help="async modes: most requests in flight (one connection each) when the delay exceeds the "
+                    "replanning interval")
     rr.add_argument("--episodes", type=int, default=5)
     rr.add_argument("--seed", type=int, default=100_000)
     rr.add_argument("--timeout", type=float, default=0.5, help="seconds without a reply before reconnecting")

@@ -13,7 +13,7 @@ from unmask.modalities.action.tokenizer import ActionStats
 from unmask.pipelines.chunking import BrokerConfig, ChunkBroker
 from unmask.pipelines.policy_server import PolicyClient, PolicyServer, packb, unpackb
 from unmask.pipelines.robot import broker_episode
-from unmask.pipelines.robot_runtime import InferenceWorker, RunConfig, run_episode
+from unmask.pipelines.robot_runtime import InferenceWorker, RunConfig, run_episode, run_episodes
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,57 @@ def test_broker_inpaint_sends_the_actions_that_run_during_inference():
     assert np.allclose(b.queue[0], new[5])  # seamless: the inpainted prefix already ran
 
 
+def _drive(broker: ChunkBroker, delay: int, ticks: int) -> list[np.ndarray | None]:
+    """Run ``broker`` for ``ticks`` ticks with every chunk arriving ``delay`` ticks after its request (chunk k holds
+    the value k); returns the inpainting prefix sent with each request."""
+    broker.request(0)
+    broker.receive(_chunk(0.0), 0)
+    broker.observe_delay(delay)
+    flying, prefixes = [], []
+    for tick in range(ticks):
+        while flying and flying[0][0] <= tick:
+            _, since, chunk = flying.pop(0)
+            broker.receive(chunk, tick, since)
+        if broker.wants_chunk(tick):
+            prefixes.append(broker.request(tick))
+            flying.append((tick + delay, tick, _chunk(float(len(prefixes)))))
+        broker.next_action()
+    return prefixes
+
+
+def test_broker_pipelines_requests_when_the_delay_exceeds_the_replanning_interval():
+    # 11 ticks of delay (200 ms at 50 Hz) against 16-action chunks: one request in flight starves the queue
+    one = ChunkBroker(BrokerConfig(mode="async", execute=8, max_inflight=1), horizon=16, action_dim=2)
+    _drive(one, 11, 200)
+    assert one.missed > 60
+    many = ChunkBroker(BrokerConfig(mode="async_inpaint", execute=8, max_inflight=4), horizon=16, action_dim=2)
+    prefixes = _drive(many, 11, 200)
+    assert many.missed == 0
+    assert len(many.pending) <= 4 and max(map(len, [p for p in prefixes if p is not None])) <= 11
+    # a short delay keeps one request in flight whatever max_inflight allows: the same requests as max_inflight=1
+    a, b = (ChunkBroker(BrokerConfig(mode="async", execute=8, max_inflight=k), horizon=16, action_dim=2)
+            for k in (1, 4))
+    assert len(_drive(a, 5, 100)) == len(_drive(b, 5, 100)) and a.missed == b.missed == 0
+
+
+def test_broker_drops_a_chunk_older_than_one_already_received():
+    b = ChunkBroker(BrokerConfig(mode="async", execute=8, max_inflight=4), horizon=16, action_dim=2)
+    b.request(0)
+    b.receive(_chunk(0.0), 0)
+    for _ in range(4):
+        b.next_action()
+    b.request(4)
+    b.request(6)
+    assert b.pending == [4, 6] and b.covered(6) == 16
+    b.receive(_chunk(2.0), 9, 6)  # the newer request answers first
+    queue = list(b.queue)
+    b.receive(_chunk(1.0), 10, 4)  # the older one is stale: dropped
+    assert not b.pending and np.array_equal(np.stack(list(b.queue)), np.stack(queue))
+    with pytest.raises(RuntimeError, match="already in flight"):
+        b.request(11)
+        b.request(11)
+
+
 def test_simulated_delay_costs_sync_ticks_but_not_async(policy):
     # compute time fixed at 5 ms so that the tick accounting does not depend on the test machine's load
     sync = broker_episode(policy, 100_000, BrokerConfig(mode="sync", execute=8), delay_ms=100, max_steps=60,
@@ -92,6 +143,11 @@ def test_simulated_delay_costs_sync_ticks_but_not_async(policy):
     assert sync["missed_ticks"] == 4 * 6
     assert inpaint["missed_ticks"] == 0
     assert all(x > 0 for x in inpaint["latencies_ms"])
+    # 205 ms = 11 ticks > the 8-tick replanning interval: fed by several requests in flight, or starved by one
+    one, many = (broker_episode(policy, 100_000, BrokerConfig(mode="async_inpaint", execute=8, max_inflight=k),
+                                delay_ms=200, max_steps=60, compute_ms=5) for k in (1, 4))
+    assert one["missed_ticks"] >= 20 and many["missed_ticks"] == 0
+    assert len(many["latencies_ms"]) > len(one["latencies_ms"])
 
 
 def test_msgpack_arrays_round_trip():
@@ -160,6 +216,21 @@ def test_client_holds_safe_action_reconnects_and_continues_after_disconnect_and_
     assert any("no reply within" in e["message"] for e in res["events"])
     assert res["missed_ticks"] > 0  # the robot held its safe action while the server was away
     assert len(res["latencies_ms"]) >= 3  # and got fresh chunks again afterwards
+
+
+def test_wall_clock_loop_keeps_fed_through_200ms_with_requests_in_flight(policy, tmp_path):
+    # loopback server adding 200 ms to every reply, 50 Hz robot loop: one connection starves the queue for about
+    # half the ticks; eight connections (requests in flight: 200 ms is 11-12 ticks, each chunk brings 4-5 fresh
+    # actions, so about 4 must be in flight at once) keep it fed
+    save_policy(policy, tmp_path / "p")
+    missed = {}
+    for k in (1, 8):
+        summary, rows = run_episodes(None, BrokerConfig(mode="async_inpaint", execute=8, max_inflight=k),
+                                     RunConfig(hz=50, max_steps=100, timeout_s=2.0), [100_000],
+                                     model=str(tmp_path / "p"), delay_ms=200)
+        assert rows[0]["ticks"] == 100 and not rows[0]["events"]
+        missed[k] = summary["missed_ticks"]
+    assert missed[1] >= 30 and missed[8] <= 3, missed
 
 
 def test_bench_vla_quick(policy, tmp_path):

@@ -8,6 +8,14 @@ Modes:
 * ``async_inpaint``: as ``async``, but the request carries the actions that will run during inference and the
   policy decodes the new chunk around them (real-time chunking by inpainting), so the switch is seamless.
 
+In the async modes several requests may be in flight (``max_inflight``). With one, a chunk of H actions that
+arrives d ticks after its request carries H - d fresh actions and the next request must leave d ticks before the
+queue runs dry, so the queue stays fed only while H - d >= d. With more, a new request starts whenever the queue
+plus the chunks in flight cover no more than the expected delay (+ ``margin``), so a chunk with H - d fresh actions
+arrives every H - d - margin ticks and about d / (H - d - margin) requests are in flight: the queue stays fed
+while d < H - margin. The inpainting prefix is then the part of the coming actions the robot already holds:
+actions of chunks still in flight are not known yet.
+
 The broker is clock-agnostic: the caller says which control tick it is; the same class runs the wall-clock loop
 (``unmask robot run``) and the simulated-delay benchmark (``unmask bench vla``).
 """
@@ -32,17 +40,22 @@ class BrokerConfig:
     """Actions of a chunk executed before the next one takes over (sets the replanning cadence in every mode)."""
     margin: int = 1
     """Async modes: extra ticks of queue kept beyond the expected delay when a request starts."""
+    max_inflight: int = 8
+    """Async modes: most requests in flight at once. More than one is used only when the expected delay exceeds the
+    replanning interval (``horizon - execute``); ``sync`` always has at most one."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.execute <= 0 or self.margin < 0:
             raise ValueError(f"execute must be positive and margin >= 0, got {self.execute}, {self.margin}")
+        if self.max_inflight < 1:
+            raise ValueError(f"max_inflight must be at least 1, got {self.max_inflight}")
 
 
 class ChunkBroker:
-    """Action queue of one robot. Per tick: ``wants_chunk`` -> ``request`` (the inpainting prefix to send) ...
-    ``receive`` when the chunk arrives ... ``next_action`` every tick."""
+    """Action queue of one robot. Per tick: ``wants_chunk(tick)`` -> ``request(tick)`` (the inpainting prefix to
+    send) ... ``receive`` when a chunk arrives ... ``next_action`` every tick."""
 
     def __init__(self, cfg: BrokerConfig, horizon: int, action_dim: int, safe_action: np.ndarray | None = None
                  ) -> None:
@@ -51,7 +64,8 @@ class ChunkBroker:
         self.cfg, self.horizon = cfg, horizon
         self.safe_action = np.zeros(action_dim, np.float32) if safe_action is None else safe_action
         self.queue: deque[np.ndarray] = deque()
-        self.pending_since: int | None = None
+        self.pending: list[int] = []  # ticks of the requests in flight, oldest first
+        self.latest = -1  # request tick of the newest chunk received (an older one arriving later is stale)
         self.delays: deque[int] = deque(maxlen=8)  # measured request-to-arrival delays, in ticks
         self.missed = 0
 
@@ -64,32 +78,52 @@ class ChunkBroker:
         """Record a measured request-to-arrival delay (e.g. of the priming request, before the clock starts)."""
         self.delays.append(max(1, ticks))
 
-    def wants_chunk(self) -> bool:
-        if self.pending_since is not None:
-            return False
+    @property
+    def pending_since(self) -> int | None:
+        """Tick of the oldest request in flight (None when none is)."""
+        return self.pending[0] if self.pending else None
+
+    def covered(self, tick: int) -> int:
+        """Ticks from ``tick`` on that the queue and the chunks in flight will cover (each chunk covers its request
+        tick + H)."""
+        return max([len(self.queue)] + [t + self.horizon - tick for t in self.pending])
+
+    def wants_chunk(self, tick: int | None = None) -> bool:
+        """Should a request start at ``tick``? (Without ``tick``, only when none is in flight.)"""
         if self.cfg.mode == "sync":
-            return not self.queue
+            return not self.queue and not self.pending
+        if self.pending and (tick is None or len(self.pending) >= self.cfg.max_inflight):
+            return False
         refill = max(self.horizon - self.cfg.execute, self.expected_delay + self.cfg.margin)
-        return len(self.queue) <= refill
+        return self.covered(tick if self.pending else 0) <= refill
 
     def request(self, tick: int) -> np.ndarray | None:
         """Mark a request started at ``tick``; returns the ``[d, D]`` actions to inpaint (async_inpaint), else None."""
-        self.pending_since = tick
+        if tick in self.pending:
+            raise RuntimeError(f"a request started at tick {tick} is already in flight")
+        self.pending.append(tick)
         if self.cfg.mode != "async_inpaint" or not self.queue:
             return None
         d = min(len(self.queue), self.expected_delay, self.horizon - 1)
         return np.stack(list(self.queue)[:d]) if d > 0 else None
 
-    def cancel(self) -> None:
-        """The request failed (server gone or stalled): a new one may start."""
-        self.pending_since = None
+    def cancel(self, requested_at: int | None = None) -> None:
+        """The request started at ``requested_at`` (None: the oldest) failed (server gone or stalled): a new one may
+        start."""
+        if self.pending:
+            self.pending.remove(self.pending[0] if requested_at is None else requested_at)
 
-    def receive(self, chunk: np.ndarray, tick: int) -> None:
-        """Take a ``[H, D]`` chunk requested at ``pending_since`` and arriving at ``tick``."""
-        if self.pending_since is None:
+    def receive(self, chunk: np.ndarray, tick: int, requested_at: int | None = None) -> None:
+        """Take a ``[H, D]`` chunk requested at ``requested_at`` (None: the oldest request in flight) and arriving at
+        ``tick``. A chunk older than one already received is dropped: the newer plan stands."""
+        if not self.pending:
             raise RuntimeError("receive() without a pending request")
-        elapsed = tick - self.pending_since
-        self.pending_since = None
+        since = self.pending[0] if requested_at is None else requested_at
+        self.pending.remove(since)
+        elapsed = tick - since
+        if since < self.latest:
+            return
+        self.latest = since
         if self.cfg.mode == "sync":
             self.queue = deque(chunk[: self.cfg.execute])
             return

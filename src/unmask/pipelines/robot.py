@@ -90,7 +90,7 @@ def broker_episode(policy: ActionPolicy, seed: int, broker_cfg, delay_ms: float 
     obs = env.reset(seed=seed)[0]["agent_pos"]
     broker = ChunkBroker(broker_cfg, policy.spec.horizon, policy.spec.action_dim)
     tick_s = 1.0 / hz
-    inflight: tuple[int, np.ndarray] | None = None
+    inflight: list[tuple[int, int, np.ndarray]] = []  # (arrival tick, request tick, chunk), in arrival order
     latencies: list[float] = []
     success, tick = False, 0
 
@@ -106,10 +106,10 @@ def broker_episode(policy: ActionPolicy, seed: int, broker_cfg, delay_ms: float 
     broker.receive(first[0].numpy(), 0)
     broker.observe_delay(ticks_for(latencies[0]))
     while tick < max_steps:
-        if inflight is not None and tick >= inflight[0]:
-            broker.receive(inflight[1], tick)
-            inflight = None
-        if broker.wants_chunk():
+        while inflight and tick >= inflight[0][0]:
+            _, since, chunk = inflight.pop(0)
+            broker.receive(chunk, tick, since)
+        if broker.wants_chunk(tick):
             prefix = broker.request(tick)
             t0 = time.perf_counter()
             chunk, _ = policy.predict_chunk(obs, prefix_actions=None if prefix is None else prefix[None], steps=steps)
@@ -123,7 +123,8 @@ def broker_episode(policy: ActionPolicy, seed: int, broker_cfg, delay_ms: float 
                 if tick >= max_steps:
                     break
             else:
-                inflight = (tick + wait, chunk[0].numpy())
+                inflight.append((tick + wait, tick, chunk[0].numpy()))
+                inflight.sort(key=lambda x: x[0])
         action, _ = broker.next_action()
         o, _, success, truncated, _ = env.step(action)
         obs = o["agent_pos"]

@@ -1,9 +1,10 @@
 """The wall-clock control loop (``unmask robot run``): PushBlock stepped at ``hz`` on the robot side, the policy
 behind a websocket server, a ``ChunkBroker`` between them.
 
-Inference runs on a worker thread so the loop never blocks on the network. When the server disconnects or stalls
-past the client's timeout, the request is abandoned, the robot holds its safe action (zero velocity) while the
-queue is empty, the worker reconnects with back-off, and the episode continues.
+Inference runs on worker threads so the loop never blocks on the network: one connection per request that may be in
+flight (``BrokerConfig.max_inflight``), each strictly request/reply as openpi's protocol has it. When the server
+disconnects or stalls past the client's timeout, the request is abandoned, the robot holds its safe action (zero
+velocity) while the queue is empty, that connection reconnects with back-off, and the episode continues.
 """
 
 from __future__ import annotations
@@ -40,50 +41,59 @@ class RunConfig:
 
 
 class InferenceWorker:
-    """Owns the client; takes one request at a time and posts ``(kind, tick, payload)`` results."""
+    """Owns one client per connection, each on its own thread, all taking requests from one queue, and posts
+    ``(kind, tick, payload)`` results; with n clients, up to n requests are in flight at once."""
 
-    def __init__(self, client: PolicyClient, backoff_s: float = 0.05) -> None:
-        self.client, self.backoff_s = client, backoff_s
+    def __init__(self, client: PolicyClient | list[PolicyClient], backoff_s: float = 0.05) -> None:
+        self.clients = client if isinstance(client, list) else [client]
+        self.backoff_s = backoff_s
         self.requests: queue.Queue = queue.Queue()
         self.results: queue.Queue = queue.Queue()
         self.reconnects = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._loop, args=(c,), daemon=True) for c in self.clients]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def client(self) -> PolicyClient:
+        return self.clients[0]
 
     def submit(self, obs: dict, tick: int) -> None:
         self.requests.put((obs, tick))
 
-    def _reconnect(self) -> None:
+    def _reconnect(self, client: PolicyClient) -> None:
         wait = self.backoff_s
         while not self._stop.is_set():
             try:
-                self.client.connect()
+                client.connect()
                 self.reconnects += 1
                 return
             except ConnectionError:
                 time.sleep(wait)
                 wait = min(1.0, 2 * wait)
 
-    def _loop(self) -> None:
+    def _loop(self, client: PolicyClient) -> None:
         while not self._stop.is_set():
             try:
                 obs, tick = self.requests.get(timeout=0.05)
             except queue.Empty:
                 continue
             try:
-                reply = self.client.infer(obs)
+                reply = client.infer(obs)
                 self.results.put(("ok", tick, reply))
             except (ConnectionError, TimeoutError) as err:
                 self.results.put(("lost", tick, str(err)))
-                self._reconnect()
+                self._reconnect(client)
             except ValueError as err:
                 self.results.put(("refused", tick, str(err)))
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
-        self.client.close()
+        for t in self._threads:
+            t.join(timeout=2)
+        for c in self.clients:
+            c.close()
 
 
 def run_episode(worker: InferenceWorker, seed: int, broker_cfg: BrokerConfig, cfg: RunConfig, horizon: int,
@@ -105,7 +115,7 @@ def run_episode(worker: InferenceWorker, seed: int, broker_cfg: BrokerConfig, cf
     # a robot starts moving once it holds its first chunk: prime the queue before the clock starts
     broker.request(0)
     send(0)
-    while broker.pending_since is not None:
+    while broker.pending:
         kind, _, payload = worker.results.get(timeout=60)
         if kind == "ok":
             latencies.append((time.perf_counter() - sent_at.pop(0)) * 1000)
@@ -120,15 +130,15 @@ def run_episode(worker: InferenceWorker, seed: int, broker_cfg: BrokerConfig, cf
     while tick < cfg.max_steps:
         while not worker.results.empty():
             kind, t_req, payload = worker.results.get_nowait()
-            if t_req != broker.pending_since:
+            if t_req not in broker.pending:
                 continue  # the answer to an abandoned request
             if kind == "ok":
                 latencies.append((time.perf_counter() - sent_at.pop(t_req)) * 1000)
-                broker.receive(np.asarray(payload["actions"]), tick)
+                broker.receive(np.asarray(payload["actions"]), tick, t_req)
             else:
                 events.append({"tick": tick, "kind": kind, "message": payload})
-                broker.cancel()
-        if broker.wants_chunk():
+                broker.cancel(t_req)
+        if broker.wants_chunk(tick):
             send(tick, broker.request(tick))
         action, _ = broker.next_action()
         o, _, success, truncated, _ = env.step(action)
@@ -156,12 +166,15 @@ def run_episodes(uri: str | None, broker_cfg: BrokerConfig, cfg: RunConfig, seed
 
         server = PolicyServer(load_policy(model), port=0, delay_ms=delay_ms).start()
         uri = f"ws://127.0.0.1:{server.port}"
-    client = PolicyClient(uri, timeout_s=cfg.timeout_s)
+    n = 1 if broker_cfg.mode == "sync" else broker_cfg.max_inflight
+    clients = [PolicyClient(uri, timeout_s=cfg.timeout_s) for _ in range(n)]
     worker = None
     rows = []
     try:
-        meta = client.connect()
-        worker = InferenceWorker(client, cfg.backoff_s)
+        meta = clients[0].connect()
+        for c in clients[1:]:
+            c.connect()
+        worker = InferenceWorker(clients, cfg.backoff_s)
         for seed in seeds:
             r = run_episode(worker, seed, broker_cfg, cfg, meta["horizon"], meta["action_dim"])
             lat = r.pop("latencies_ms")
