@@ -182,7 +182,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if bad:
             raise ValueError(f"unknown mode(s) {bad}; known: {', '.join(MODES)}")
         bench_vla(args.model or "tiny-vla", args.json, args.episodes,
-                  tuple(args.delays) if args.delays else DELAYS_MS, modes, args.hz, args.plot, args.max_inflight)
+                  tuple(args.delays) if args.delays else DELAYS_MS, modes, args.hz, args.plot, args.max_inflight,
+                  args.execute)
         return 0
     if args.what == "asr":
         import glob
@@ -306,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--modes", default=None, help="vla: comma-separated subset of sync,async,async_inpaint")
     bn.add_argument("--hz", type=float, default=50.0, help="vla: control rate")
     bn.add_argument("--max-inflight", type=int, default=8, help="vla: most requests in flight in the async modes")
+    bn.add_argument("--execute", type=int, default=8, help="vla: actions run per chunk before the next takes over")
     bn.set_defaults(fn=cmd_bench)
     tr = sub.add_parser("transcribe", help="batch transcription of audio shards/files on Ray")
     tr.add_argument("input", nargs="+", help="WebDataset shards (*.tar), a directory or a glob of audio files")

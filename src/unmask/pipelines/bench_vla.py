@@ -68,7 +68,7 @@ def plot(report: dict, png: str | Path) -> None:
         ax.plot([r["delay_ms"] for r in rows], [r["success_rate"] for r in rows], marker="o", label=mode)
     n = report["results"][0]["episodes"]
     ax.set(xlabel="injected inference delay (ms)", ylabel="success rate",
-           title=f"{report['model']}, {report['control_hz']:.0f} Hz control, {n} episodes")
+           title=f"{report['model']}, {report['control_hz']:.0f} Hz, execute {report['execute']}, {n} episodes")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -77,9 +77,9 @@ def plot(report: dict, png: str | Path) -> None:
 
 
 def main(model: str, as_json: bool, episodes: int, delays, modes, hz: float, plot_path: str | None,
-         max_inflight: int = BrokerConfig.max_inflight) -> dict:
+         max_inflight: int = BrokerConfig.max_inflight, execute: int = 8) -> dict:
     # the bar goes to stderr; stdout stays JSON
-    report = run(model, modes, delays, episodes, hz, progress=True, max_inflight=max_inflight)
+    report = run(model, modes, delays, episodes, hz, execute, progress=True, max_inflight=max_inflight)
     if plot_path:
         plot(report, plot_path)
     if as_json:
