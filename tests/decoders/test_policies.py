@@ -189,6 +189,21 @@ def test_early_policies_fill_everything_when_sure(name):
     assert policy.step(unsure, StepContext(elig, 6, 0.0))[1].sum(-1).tolist() == [1, 1]
 
 
+def test_early_commit_fast_path_matches_the_general_rule():
+    """When every row's gap is settled, greedy early commit skips probabilities and ranking; its tokens and commits
+    are what the general rule gives (forced through it with one unsettled row added)."""
+    gen = torch.Generator().manual_seed(0)
+    sure = torch.randn(3, 6, 9, generator=gen)
+    sure.scatter_(-1, torch.randint(0, 9, (3, 6, 1), generator=gen), 30.0)
+    elig = torch.rand(3, 6, generator=gen) < 0.7
+    elig[:, 0] = True
+    policy = build_policy("early_commit")
+    fast = policy.step(sure, StepContext(elig, 6, 0.0))
+    mixed = policy.step(torch.cat([sure, torch.zeros(1, 6, 9)]), StepContext(torch.cat([elig, elig[:1]]), 6, 0.0))
+    assert torch.equal(fast[0][elig], mixed[0][:3][elig]) and torch.equal(fast[1], mixed[1][:3])
+    assert torch.equal(fast[1], elig) and mixed[1][3].sum() == 1
+
+
 def test_credit_rewards_stable_predictions():
     """The same logits twice: the second step commits more, because the slots kept their top token."""
     policy = build_policy("credit", {"threshold": 0.8})

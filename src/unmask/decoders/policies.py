@@ -230,13 +230,17 @@ class EarlyCommit(Policy):
         if not hasattr(self, "tables"):
             self.reset(logits.shape[0], ctx.lo + logits.shape[1], logits.device)
         stages, gaps = self.tables
-        x0, conf = sample_tokens(logits, ctx.temperature, ctx.generator)
-        top = logits.topk(2, dim=-1).values  # log p1 - log p2 = l1 - l2: the softmax normaliser cancels
+        top = logits.topk(2, dim=-1)  # log p1 - log p2 = l1 - l2: the softmax normaliser cancels
         left = ctx.eligible.sum(-1)  # [B]
-        gap = ((top[..., 0] - top[..., 1]) * ctx.eligible).sum(-1) / left.clamp_min(1)
-        need = gaps[torch.bucketize(1 - left / ctx.eligible.shape[-1], stages)]
+        gap = ((top.values[..., 0] - top.values[..., 1]) * ctx.eligible).sum(-1) / left.clamp_min(1)
+        settled = gap >= gaps[torch.bucketize(1 - left / ctx.eligible.shape[-1], stages)]  # [B]
+        if ctx.temperature == 0 and bool(settled.all()):
+            # every row fills all its slots with the argmax: no probabilities or ranking needed (one host sync,
+            # against a softmax over the vocabulary and two sorts)
+            return top.indices[..., 0], ctx.eligible.clone()
+        x0, conf = sample_tokens(logits, ctx.temperature, ctx.generator)
         commit = select_top_k(conf, ctx.eligible, even_quota(ctx))
-        return x0, torch.where((gap >= need)[:, None], ctx.eligible, commit)
+        return x0, torch.where(settled[:, None], ctx.eligible, commit)
 
 
 @dataclass(frozen=True)
