@@ -60,6 +60,8 @@ bench: setup sysdeps-audio
 	$(VENV)/bin/unmask eval-vlm --model tiny-vlm --data runs/data/vision/test.jsonl --tasks short,mc,mc_elbo,long \
 	  --sweep --out runs/bench/vlm --json
 	$(VENV)/bin/unmask bench vla --episodes 200 --plot runs/bench/vla.png --json
+	$(VENV)/bin/unmask bench vla --episodes 200 --execute 2 --modes async,async_inpaint \
+	  --plot runs/bench/vla_execute2.png --json
 
 lint: setup
 	$(VENV)/bin/ruff check src tests
