@@ -57,4 +57,4 @@ def small_vlm_dir(tmp_path_factory):
     return main(None, {"out_dir": str(out), "hidden_size": 32, "num_layers": 4, "num_heads": 2, "intermediate_size": 64,
                        "vocab_size": 300, "vision_hidden": 32, "vision_layers": 1, "vision_heads": 2, "patch_size": 16,
                        "steps": 40, "batch_size": 8, "warmup": 5, "save_every": 40, "lr": 3e-3,
-                       "tokenizer_items": 100})
+                       "tokenizer_items": 100, "token_probe": True, "projector_rms": 0.05})

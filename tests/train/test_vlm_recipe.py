@@ -12,6 +12,7 @@ def test_train_vlm_tiny_run_writes_a_loadable_checkpoint(small_vlm_dir):
     log = [json.loads(x) for x in (small_vlm_dir / "train_log.jsonl").read_text().splitlines()]
     losses = [r for r in log if "loss" in r]
     assert losses[-1]["step"] == 40 and losses[-1]["loss"] < losses[0]["loss"]
+    assert all(r["image_rms"] > 0 and r["probe"] > 0 for r in losses)
     raw = json.loads((small_vlm_dir / "config.json").read_text())
     assert raw["model_type"] == "llava_llada" and raw["unmask_recipe"]["steps"] == 40
     vlm = load_vlm(small_vlm_dir)
@@ -35,7 +36,47 @@ def test_probe_weight_scales_the_probe_loss(small_vlm_dir):
         with torch.no_grad():
             out[w] = vlm_loss(vlm, list(items), list(images), 4, random.Random(0), torch.Generator().manual_seed(0),
                               probe=probe, probe_weight=w)
-    assert out[2.0][1] > 0 and abs(out[2.0][0].item() - out[0.0][0].item() - 2 * out[2.0][1]) < 1e-4
+    assert out[2.0][1]["probe"] > 0
+    assert abs(out[2.0][0].item() - out[0.0][0].item() - 2 * out[2.0][1]["probe"]) < 1e-4
+
+
+def test_token_probe_and_projector_bound(small_vlm_dir):
+    """The token probe adds a per-token loss (its ``where`` head learns each patch's cell); the RMS bound adds
+    ``weight * mean(max(0, rms - bound)^2)`` and nothing when every token is under it."""
+    import random
+
+    import torch
+
+    from unmask.train.vlm import CellProbe, vlm_loss
+
+    vlm = load_vlm(small_vlm_dir)
+    items, images = zip(*[make_item("long", "train", i) for i in range(4)], strict=True)
+    dim = vlm.tower.vision.config.hidden_size
+    torch.manual_seed(0)
+    cell = CellProbe(dim)
+    tok = CellProbe(dim, tokens=True)
+    tok.heads.load_state_dict(cell.heads.state_dict())
+
+    def run(**kw):
+        with torch.no_grad():
+            return vlm_loss(vlm, list(items), list(images), 4, random.Random(0), torch.Generator().manual_seed(0), **kw)
+
+    base, parts = run(probe=cell)
+    assert run(probe=tok)[1]["probe"] > parts["probe"]  # the same pooled heads plus the per-token terms
+    rms = parts["image_rms"]
+    assert run(probe=cell, projector_rms=1e6)[0].item() == base.item()  # under the bound: no penalty
+    bounded = run(probe=cell, projector_rms=rms / 2, projector_weight=3.0)[0].item()
+    assert bounded > base.item() + 3.0 * (rms / 2) ** 2 * 0.5  # roughly weight x excess^2 (RMS varies by token)
+    feats = torch.randn(2, 36, dim, requires_grad=True)
+    scene = [it.scene for it in items[:2]]
+    opt = torch.optim.SGD(list(tok.parameters()) + [feats], lr=0.5)
+    first = tok(feats, scene).item()
+    for _ in range(30):
+        opt.zero_grad()
+        loss = tok(feats, scene)
+        loss.backward()
+        opt.step()
+    assert loss.item() < first / 2
 
 
 def test_attribute_nll_tells_a_model_that_ignores_the_image(small_vlm_dir):
