@@ -50,14 +50,11 @@ class InferenceWorker:
         self.requests: queue.Queue = queue.Queue()
         self.results: queue.Queue = queue.Queue()
         self.reconnects = 0
+        self._count = threading.Lock()  # connections reconnect from their own threads
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, args=(c,), daemon=True) for c in self.clients]
         for t in self._threads:
             t.start()
-
-    @property
-    def client(self) -> PolicyClient:
-        return self.clients[0]
 
     def submit(self, obs: dict, tick: int) -> None:
         self.requests.put((obs, tick))
@@ -67,7 +64,8 @@ class InferenceWorker:
         while not self._stop.is_set():
             try:
                 client.connect()
-                self.reconnects += 1
+                with self._count:
+                    self.reconnects += 1
                 return
             except ConnectionError:
                 time.sleep(wait)
