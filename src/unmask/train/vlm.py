@@ -66,8 +66,8 @@ class VlmTrainConfig(BackboneRecipe):
     attend to."""
     projector_rms: float | None = None
     """Bound on the projected image tokens' per-dimension RMS, held by a squared-hinge penalty
-    (``projector_weight``); None leaves it free. Free, the projector drifted to ~14 against the text embeddings'
-    ~0.03, so image positions of the residual stream barely change through the backbone's layers."""
+    (``projector_weight``); None leaves it free. Free, the shipped model's projector drifted to ~14 against the text
+    embeddings' ~0.03."""
     projector_weight: float = 10.0
     """Weight of the ``projector_rms`` penalty."""
 
