@@ -78,11 +78,6 @@ class ChunkBroker:
         """Record a measured request-to-arrival delay (e.g. of the priming request, before the clock starts)."""
         self.delays.append(max(1, ticks))
 
-    @property
-    def pending_since(self) -> int | None:
-        """Tick of the oldest request in flight (None when none is)."""
-        return self.pending[0] if self.pending else None
-
     def covered(self, tick: int) -> int:
         """Ticks from ``tick`` on that the queue and the chunks in flight will cover (each chunk covers its request
         tick + H)."""
@@ -95,7 +90,7 @@ class ChunkBroker:
         if self.pending and (tick is None or len(self.pending) >= self.cfg.max_inflight):
             return False
         refill = max(self.horizon - self.cfg.execute, self.expected_delay + self.cfg.margin)
-        return self.covered(tick if self.pending else 0) <= refill
+        return self.covered(tick or 0) <= refill  # tick is given whenever a request is in flight
 
     def request(self, tick: int) -> np.ndarray | None:
         """Mark a request started at ``tick``; returns the ``[d, D]`` actions to inpaint (async_inpaint), else None."""

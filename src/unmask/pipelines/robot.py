@@ -119,7 +119,7 @@ def broker_episode(policy: ActionPolicy, seed: int, broker_cfg, delay_ms: float 
                 held = min(wait, max_steps - tick)
                 broker.missed += held
                 tick += held
-                broker.receive(chunk[0].numpy(), broker.pending_since)
+                broker.receive(chunk[0].numpy(), tick)
                 if tick >= max_steps:
                     break
             else:
