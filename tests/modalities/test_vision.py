@@ -154,3 +154,18 @@ def test_llava_v_tower_from_local_directory_and_select_layer(tmp_path):
     with torch.no_grad():
         ref = vlm.tower.vision(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
         torch.testing.assert_close(got.tower(pixels), vlm.tower.projector(ref))
+
+
+def test_question_kind_reads_every_short_question():
+    """Every kind of short question is recognised from its wording; other tasks are their own kind."""
+    from unmask.modalities.vision.scenes import COLORS, SHORT_KINDS, make_item, question_kind
+
+    seen = {make_item("short", "train", i)[0].kind for i in range(80)}
+    assert seen == set(SHORT_KINDS)
+    item = next(it for it in (make_item("short", "test", i)[0] for i in range(50)) if it.kind == "color")
+    assert item.question.startswith("what color") and item.answer in COLORS
+    assert question_kind("short", "how many red shapes are there?") == "count_color"
+    assert question_kind("short", "how many circles are there?") == "count_shape"
+    assert make_item("mc", "test", 0)[0].kind == "mc"
+    with pytest.raises(ValueError, match="not a short question"):
+        question_kind("short", "describe the image.")

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from unmask.decoders.pruning import PruneConfig
-from unmask.modalities.vision.scenes import read_split, write_split
+from unmask.modalities.vision.scenes import question_kind, read_split, write_split
 from unmask.pipelines.vlm_eval import EvalOptions, VLMEvaluator
 
 FIELDS = {"task", "prune", "accuracy", "latency_s", "nfe", "visual_tokens"}
@@ -30,6 +30,13 @@ def test_every_task_runs_and_reports(small_vlm_dir, manifest):
         assert 0.0 <= row["accuracy"] <= 1.0 and row["nfe"] >= 1 and row["visual_tokens"] == 36
         if task == "mc_elbo":
             assert row["nfe"] == 4 * 2 and all(p["prediction"] in "ABCD" for p in preds)
+        if task == "short":  # accuracy per kind of question, weighted back to the task's accuracy
+            kinds = row["by_kind"]
+            assert sum(k["items"] for k in kinds.values()) == 3
+            assert sum(k["accuracy"] * k["items"] for k in kinds.values()) == pytest.approx(3 * row["accuracy"])
+            assert set(kinds) == {question_kind("short", p["question"]) for p in preds}
+        else:
+            assert "by_kind" not in row
     row, _ = ev.run("long", records, PruneConfig.parse("fastv:layer=0,ratio=0.25"), EvalOptions(batch_size=3))
     assert row["prune"].startswith("fastv:layer=0,ratio=0.25") and row["visual_tokens"] == 9
     row, _ = ev.run("short", records, PruneConfig.parse("vtw:layer=1"))

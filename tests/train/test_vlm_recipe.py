@@ -98,3 +98,35 @@ def test_attribute_nll_tells_a_model_that_ignores_the_image(small_vlm_dir):
             p.zero_()  # every image now embeds to zeros: own and other image are the same input
     blind = attribute_nll(vlm, n=3)
     assert all(abs(v["own_image"] - v["other_image"]) < 1e-5 for v in blind.values())
+
+
+def test_curriculum_stages_and_question_kinds():
+    """Steps up to a stage's ``until`` draw from its weights, later steps from ``task_weights``; ``short.KIND`` draws
+    only that kind of short question, from the task's own deterministic stream; bad stages are named."""
+    import pytest
+
+    from unmask.modalities.vision.scenes import COLORS, SHORT_KINDS
+    from unmask.train.vlm import VlmTrainConfig, draw_item
+
+    cfg = VlmTrainConfig(steps=30, curriculum=[{"until": 10, "task_weights": {"short.color": 1.0}},
+                                               {"until": 20, "task_weights": {"mc": 1.0}}])
+    assert [cfg.weights_at(s) for s in (1, 10, 11, 20, 21, 30)] == [
+        {"short.color": 1.0}, {"short.color": 1.0}, {"mc": 1.0}, {"mc": 1.0}, cfg.task_weights, cfg.task_weights]
+
+    counters: dict[str, int] = {}
+    drawn = [draw_item("short.color", counters, seed=3)[0] for _ in range(6)]
+    assert all(it.kind == "color" and it.question.startswith("what color") and it.answer in COLORS for it in drawn)
+    assert len({it.id for it in drawn}) == 6 and counters["short"] > 3 * 10_000_000 + 6  # other kinds were skipped
+    again: dict[str, int] = {}
+    assert [draw_item("short.color", again, seed=3)[0].id for _ in range(6)] == [it.id for it in drawn]
+    kinds = {draw_item("short", counters, seed=3)[0].kind for _ in range(60)}
+    assert kinds == set(SHORT_KINDS)
+    assert draw_item("mc", counters)[0].kind == "mc"
+
+    with pytest.raises(ValueError, match=r"curriculum\[0\] names unknown task\(s\) \['short.colour'\]"):
+        VlmTrainConfig(steps=30, curriculum=[{"until": 10, "task_weights": {"short.colour": 1.0}}])
+    with pytest.raises(ValueError, match=r"curriculum\[1\].until must increase"):
+        VlmTrainConfig(steps=30, curriculum=[{"until": 10, "task_weights": {"mc": 1}},
+                                             {"until": 5, "task_weights": {}}])
+    with pytest.raises(ValueError, match=r"curriculum\[0\] must be \{until"):
+        VlmTrainConfig(steps=30, curriculum=[{"steps": 10, "task_weights": {"mc": 1}}])

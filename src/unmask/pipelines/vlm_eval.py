@@ -20,7 +20,7 @@ from ..decoders.pruning import PruneConfig, Pruner
 from ..modalities.text.tokenizer import cut_at_eos
 from ..modalities.vision.image import ImageError, load_image
 from ..modalities.vision.model import VLM, load_vlm
-from ..modalities.vision.scenes import score
+from ..modalities.vision.scenes import question_kind, score
 
 TASKS = ("short", "mc", "mc_elbo", "long")
 GEN_LENGTH = {"short": 8, "mc": 8, "long": 64}
@@ -69,7 +69,7 @@ class _SettingRun:
             st = self.pruner.stats
             visual = round(st["visual_tokens"] / max(1, st["forwards"]), 1)
         n = len(self.scores)
-        return {
+        row = {
             "task": task, "prune": "none" if self.prune is None else self.prune.name,
             "accuracy": round(sum(self.scores) / n, 4) if n else None,
             "latency_s": round(self.wall / max(1, self.batches), 4),
@@ -78,6 +78,14 @@ class _SettingRun:
             "items": n, "errors": n_todo - n, "batch_size": options.batch_size, "policy": options.policy,
             "cache": options.cache,
         }
+        if task == "short":  # a model that ignores the image still gets yes/no half right; colour questions tell
+            kinds: dict[str, list[float]] = {}
+            for p in self.preds:
+                if "score" in p:
+                    kinds.setdefault(question_kind(task, p["question"]), []).append(p["score"])
+            row["by_kind"] = {k: {"accuracy": round(sum(v) / len(v), 4), "items": len(v)}
+                              for k, v in sorted(kinds.items())}
+        return row
 
 
 class VLMEvaluator:

@@ -21,7 +21,7 @@ from ..decoders import Canvas, ModelRunner
 from ..modalities.text.tokenizer import train_bpe
 from ..modalities.vision.image import ImageConfig, preprocess
 from ..modalities.vision.model import VLM, Projector, VisionSpec, VisionTower, load_vlm, save_vlm, siglip_config
-from ..modalities.vision.scenes import COLORS, SHAPES, SIZE, TASKS, make_item
+from ..modalities.vision.scenes import COLORS, SHAPES, SHORT_KINDS, SIZE, TASKS, make_item
 from .common import BackboneRecipe, TrainLog, load_recipe, optimizer_step
 from .text import plot_loss
 
@@ -44,7 +44,13 @@ class VlmTrainConfig(BackboneRecipe):
     patch_size: int = 8
     """Patch side in pixels: (96 / 8)^2 = 144 visual tokens per image."""
     task_weights: dict = field(default_factory=lambda: {"short": 0.4, "mc": 0.3, "long": 0.3})
-    """Sampling weight of each task."""
+    """Sampling weight of each task. A name may also be ``short.KIND`` (one kind of short question, e.g.
+    ``short.color``; kinds: ``scenes.SHORT_KINDS``)."""
+    curriculum: list = field(default_factory=list)
+    """Earlier stages, each ``{until: STEP, task_weights: {...}}`` in increasing ``until``: steps up to ``until`` draw
+    from that stage's weights, and steps after the last stage from ``task_weights``. A from-scratch backbone in the
+    mixed recipe learnt where things are but not what (the attribute words stayed at the uniform guess); questions
+    that can only be answered by looking a token up by its contents first, then the mix, is the order tried."""
     max_pad: int = 16
     """Largest number of EOS slots after an answer (uniform in [1, max_pad])."""
     tokenizer_items: int = 2000
@@ -73,13 +79,34 @@ class VlmTrainConfig(BackboneRecipe):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        unknown = sorted(set(self.task_weights) - set(TASKS))
-        if unknown:
-            raise ValueError(f"task_weights names unknown task(s) {unknown}; known tasks: {list(TASKS)}")
+        known = [*TASKS, *(f"short.{k}" for k in SHORT_KINDS)]
+        stages = self.stages
+        last = 0
+        for i, stage in enumerate(stages):
+            where = "task_weights" if i == len(stages) - 1 else f"curriculum[{i}]"
+            extra = sorted(set(stage) - {"until", "task_weights"})
+            if extra or "until" not in stage or "task_weights" not in stage:
+                raise ValueError(f"{where} must be {{until: STEP, task_weights: {{...}}}}, got {stage!r}")
+            if i < len(stages) - 1 and not last < stage["until"] < self.steps:
+                raise ValueError(f"{where}.until must increase and stay below steps ({self.steps}), got "
+                                 f"{stage['until']}")
+            last = stage["until"]
+            unknown = sorted(set(stage["task_weights"]) - set(known))
+            if unknown:
+                raise ValueError(f"{where} names unknown task(s) {unknown}; known: {known}")
         if self.projector_rms is not None and self.projector_rms <= 0:
             raise ValueError(f"projector_rms must be positive (or null for no bound), got {self.projector_rms}")
         if SIZE % self.patch_size:
             raise ValueError(f"patch_size {self.patch_size} must divide the image size {SIZE}")
+
+    @property
+    def stages(self) -> list[dict]:
+        """The curriculum's stages followed by ``task_weights`` up to ``steps``."""
+        return [*self.curriculum, {"until": self.steps, "task_weights": self.task_weights}]
+
+    def weights_at(self, step: int) -> dict:
+        """The task weights that step ``step`` (from 1) draws from."""
+        return next((st["task_weights"] for st in self.stages if step <= st["until"]), self.task_weights)
 
 
 def tokenizer_corpus(n: int = 2000) -> list[str]:
@@ -224,6 +251,18 @@ def attribute_nll(vlm: VLM, n: int = 40, split: str = "test") -> dict[str, dict[
     return {k: {"own_image": a / c, "other_image": b / c, "words": c} for k, (a, b, c) in sums.items() if c}
 
 
+def draw_item(name: str, counters: dict[str, int], seed: int = 0) -> tuple:
+    """The next training item of ``name`` (a task, or ``short.KIND``: the next short question of that kind);
+    ``counters`` holds each task's next index (starting at ``seed * 10_000_000``, so a new seed gives new scenes)."""
+    task, _, kind = name.partition(".")
+    while True:
+        index = counters.setdefault(task, seed * 10_000_000)
+        counters[task] = index + 1
+        item, image = make_item(task, "train", index)
+        if not kind or item.kind == kind:
+            return item, image
+
+
 def train(cfg: VlmTrainConfig) -> Path:
     out = cfg.start_run()
     if cfg.init_from:
@@ -242,8 +281,7 @@ def train(cfg: VlmTrainConfig) -> Path:
     opt, sched = cfg.optimizer(params)
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    tasks, weights = zip(*cfg.task_weights.items(), strict=True)
-    counters = dict.fromkeys(tasks, cfg.seed * 10_000_000)  # a new seed gives new scenes, not a replay
+    counters: dict[str, int] = {}
     from tqdm import tqdm
 
     vlm.backbone.train()
@@ -251,10 +289,10 @@ def train(cfg: VlmTrainConfig) -> Path:
     bar = tqdm(range(1, cfg.steps + 1), desc="train vlm", mininterval=10)
     log = TrainLog(out, bar, sched, cfg.steps)
     for step in bar:
+        weights = cfg.weights_at(step)
         items, images = [], []
-        for task in rng.choices(tasks, weights, k=cfg.batch_size):
-            it, img = make_item(task, "train", counters[task])
-            counters[task] += 1
+        for name in rng.choices(list(weights), list(weights.values()), k=cfg.batch_size):
+            it, img = draw_item(name, counters, cfg.seed)
             items.append(it)
             images.append(img)
         loss, parts = vlm_loss(vlm, items, images, cfg.max_pad, rng, gen, probe=probe, probe_weight=cfg.probe_weight,

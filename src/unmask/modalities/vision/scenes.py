@@ -30,6 +30,8 @@ COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "
 CELLS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 NUMBERS = ("zero", "one", "two", "three", "four", "five")
 TASKS = ("short", "mc", "long")
+SHORT_KINDS = ("color", "count_shape", "count_color", "exists", "digit")
+"""The kinds of short question (:func:`question_kind`); a training recipe can draw one kind, e.g. ``short.color``."""
 PROMPT = "<image>\n{question}"
 """Where the image goes in the user turn (LLaVA convention); the processor splits the text there."""
 
@@ -68,6 +70,10 @@ class Item:
     @property
     def prompt(self) -> str:
         return PROMPT.format(question=self.question)
+
+    @property
+    def kind(self) -> str:
+        return question_kind(self.task, self.question)
 
     def record(self, image: str) -> dict:
         d = {"id": self.id, "task": self.task, "image": image, "question": self.question, "answer": self.answer}
@@ -158,6 +164,22 @@ def _short(scene: tuple[Thing, ...], rng: random.Random) -> tuple[str, str]:
     absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
     c, s = rng.choice(absent)
     return f"is there a {c} {s}?", "no"
+
+
+def question_kind(task: str, question: str) -> str:
+    """Which of :data:`SHORT_KINDS` a ``short`` question is (read from its wording, so manifests written before
+    the kinds existed work too); other tasks are their own kind."""
+    if task != "short":
+        return task
+    if question.startswith("what color"):
+        return "color"
+    if question.startswith("which digit"):
+        return "digit"
+    if question.startswith("is there"):
+        return "exists"
+    if question.startswith("how many"):
+        return "count_color" if question.endswith(" shapes are there?") else "count_shape"
+    raise ValueError(f"not a short question of the scene generator: {question!r}")
 
 
 def _mc(scene: tuple[Thing, ...], rng: random.Random) -> tuple[str, str, tuple[str, ...]]:
