@@ -252,7 +252,7 @@ def cmd_eval_vlm(args: argparse.Namespace) -> int:
     prunes = ["none", *SWEEP] if args.sweep else [args.prune]
     opts = EvalOptions(policy=args.policy, tokens_per_step=args.tokens_per_step, cache=args.cache,
                        batch_size=args.batch_size, elbo_samples=args.elbo_samples)
-    report = evaluate(args.model, tasks, args.data, prunes, opts, args.limit, args.out, args.device)
+    report = evaluate(args.model, tasks, args.data, prunes, opts, args.limit, args.out, args.device, args.blind)
     if args.sweep or args.plot:
         report["plot"] = str(plot_sweep(report, args.plot or Path(args.out) / "sweep.png"))
     report["predictions"] = str(Path(args.out) / "predictions.jsonl")
@@ -260,7 +260,8 @@ def cmd_eval_vlm(args: argparse.Namespace) -> int:
         print(json.dumps(report))
     else:
         for r in report["results"]:
-            print(f"{r['task']:8s} {r['prune']:60s} acc {r['accuracy']}  latency {r['latency_s']:.3f} s  "
+            prune = r["prune"] + (" (shuffled images)" if r["images"] == "shuffled" else "")
+            print(f"{r['task']:8s} {prune:60s} acc {r['accuracy']}  latency {r['latency_s']:.3f} s  "
                   f"nfe {r['nfe']}  visual tokens {r['visual_tokens']}")
         print(f"predictions: {report['predictions']}" + (f"; plot: {report['plot']}" if "plot" in report else ""))
     return 0
@@ -339,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cache", default="none")
     ev.add_argument("--elbo-samples", type=int, default=8)
     ev.add_argument("--limit", type=int, default=None, help="first N items per task")
+    ev.add_argument("--blind", action="store_true", help="also run each task with every question given another "
+                    "scene's image (rows with \"images\": \"shuffled\"): does the model read its images?")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", default="runs/eval-vlm", help="directory for predictions.jsonl (and sweep.png)")
     ev.add_argument("--plot", default=None, help="accuracy vs latency PNG (default OUT/sweep.png with --sweep)")

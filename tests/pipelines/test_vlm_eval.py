@@ -80,14 +80,29 @@ def test_bad_images_become_error_records(small_vlm_dir, manifest, tmp_path):
 
 def test_cli_sweep_json_and_plot(small_vlm_dir, manifest, tmp_path):
     out = subprocess.run([sys.executable, "-m", "unmask.cli", "eval-vlm", "--model", str(small_vlm_dir), "--data",
-                          str(manifest), "--tasks", "short,long", "--sweep", "--limit", "2", "--out", str(tmp_path),
-                          "--json"], capture_output=True, text=True, check=True).stdout
+                          str(manifest), "--tasks", "short,long", "--sweep", "--blind", "--limit", "2", "--out",
+                          str(tmp_path), "--json"], capture_output=True, text=True, check=True).stdout
     report = json.loads(out)
     prunes = {r["prune"] for r in report["results"]}
     assert "none" in prunes and len(prunes) == 8 and all(FIELDS <= set(r) for r in report["results"])
+    blind = [r for r in report["results"] if r["images"] == "shuffled"]
+    assert [(r["task"], r["prune"]) for r in blind] == [("short", "none"), ("long", "none")]
+    assert sum(r["images"] == "own" for r in report["results"]) == 2 * 8
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
     preds = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
-    assert len(preds) == 2 * 2 * 8
+    assert len(preds) == 2 * 2 * 9 and sum(p["images"] == "shuffled" for p in preds) == 2 * 2
+
+
+def test_shuffle_images_gives_each_question_another_scene_of_its_task(manifest):
+    from unmask.pipelines.vlm_eval import shuffle_images
+
+    records = read_split(manifest)
+    shuffled = shuffle_images(records)
+    assert [r | {"image": None} for r in shuffled] == [r | {"image": None} for r in records]
+    for task in ("short", "mc", "long"):
+        own = [r["image"] for r in records if r["task"] == task]
+        other = [r["image"] for r in shuffled if r["task"] == task]
+        assert sorted(own) == sorted(other) and all(a != b for a, b in zip(own, other, strict=True))
 
 
 def test_prune_layer_outside_the_model_is_refused_before_work(small_vlm_dir, manifest):

@@ -130,3 +130,25 @@ def test_curriculum_stages_and_question_kinds():
                                              {"until": 5, "task_weights": {}}])
     with pytest.raises(ValueError, match=r"curriculum\[0\] must be \{until"):
         VlmTrainConfig(steps=30, curriculum=[{"steps": 10, "task_weights": {"mc": 1}}])
+
+
+def test_group_by_task_draws_whole_batches_from_one_task():
+    """Under ``group_by_task`` every question of a step comes from one task (so a one-word answer is not padded to
+    a description's length); otherwise tasks mix within a step. Both follow the weights over steps."""
+    import random
+    from collections import Counter
+
+    from unmask.train.vlm import VlmTrainConfig, draw_batch
+
+    for grouped in (True, False):
+        cfg = VlmTrainConfig(steps=40, batch_size=6, group_by_task=grouped,
+                             task_weights={"short.color": 0.5, "mc": 0.5})
+        rng, counters = random.Random(0), {}
+        batches = [draw_batch(cfg, s, rng, counters)[0] for s in range(1, 41)]
+        kinds = [{it.kind for it in b} for b in batches]
+        assert all(len(b) == 6 for b in batches)
+        if grouped:
+            assert all(len(k) == 1 for k in kinds)
+            assert 10 <= Counter(next(iter(k)) for k in kinds)["color"] <= 30
+        else:
+            assert sum(len(k) == 2 for k in kinds) > 30

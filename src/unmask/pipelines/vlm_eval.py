@@ -204,10 +204,24 @@ class VLMEvaluator:
         return float(((ll * masked).sum(1) / t.clamp_min(1e-3)).mean())
 
 
+def shuffle_images(records: list[dict]) -> list[dict]:
+    """The records with each question given the next same-task record's image (the last wraps to the first): the
+    blind control. A model that reads its images scores lower; one that answers from the question alone does not."""
+    out = list(records)
+    by_task: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        by_task.setdefault(r["task"], []).append(i)
+    for idx in by_task.values():
+        for i, j in zip(idx, idx[1:] + idx[:1], strict=True):
+            out[i] = records[i] | {"image": records[j]["image"]}
+    return out
+
+
 def evaluate(model: str, tasks: list[str], manifest: str | Path | None = None, prunes: list[str] = ("none",),
              options: EvalOptions | None = None, limit: int | None = None, out_dir: str | Path | None = None,
-             device: str = "cpu") -> dict:
-    """Every task under every pruning setting; predictions to ``out_dir/predictions.jsonl``."""
+             device: str = "cpu", blind: bool = False) -> dict:
+    """Every task under every pruning setting; predictions to ``out_dir/predictions.jsonl``. Rows say ``"images":
+    "own"``; with ``blind`` each task is also run unpruned on :func:`shuffle_images` (``"images": "shuffled"``)."""
     from ..modalities.vision.scenes import read_split
 
     configs = [PruneConfig.parse(p) for p in prunes]  # parse all first: a typo fails before any work
@@ -219,9 +233,13 @@ def evaluate(model: str, tasks: list[str], manifest: str | Path | None = None, p
     records = read_split(manifest or sample_manifest(), limit=limit)
     results, preds = [], []
     for task in tasks:
-        for row, p in ev.run_settings(task, records, configs, options, progress=True):
-            results.append(row)
-            preds += [q | {"prune": row["prune"]} for q in p]
+        runs = [("own", ev.run_settings(task, records, configs, options, progress=True))]
+        if blind:
+            runs.append(("shuffled", [ev.run(task, shuffle_images(records), None, options)]))
+        for images, rows in runs:
+            for row, p in rows:
+                results.append(row | {"images": images})
+                preds += [q | {"prune": row["prune"], "images": images} for q in p]
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -244,6 +262,9 @@ def plot_sweep(report: dict, png: str | Path) -> Path:
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for r in (r for r in report["results"] if r["task"] == task and r["accuracy"] is not None):
+            if r.get("images") == "shuffled":  # the blind control: the accuracy without the right image
+                ax.axhline(r["accuracy"], color="grey", ls="--", lw=1, label="none, shuffled images")
+                continue
             k = settings.index(r["prune"])
             ax.scatter(r["latency_s"], r["accuracy"], marker="*" if r["prune"] == "none" else "o", s=70,
                        color=colors(k % 10), label=r["prune"])

@@ -76,6 +76,11 @@ class VlmTrainConfig(BackboneRecipe):
     embeddings' ~0.03."""
     projector_weight: float = 10.0
     """Weight of the ``projector_rms`` penalty."""
+    group_by_task: bool = False
+    """Draw each step's whole batch from one task (chosen by the weights) instead of each question separately. The
+    canvas is as long as the batch's longest answer plus padding, and the loss averages over every masked slot: in a
+    mixed batch a one-word answer shares its row with ~50 EOS slots laid out for the descriptions, so the short
+    answers carried about 1% of the gradient (the same reason LLaVA groups its batches by length)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -263,6 +268,15 @@ def draw_item(name: str, counters: dict[str, int], seed: int = 0) -> tuple:
             return item, image
 
 
+def draw_batch(cfg: VlmTrainConfig, step: int, rng: random.Random, counters: dict[str, int]) -> tuple[list, list]:
+    """(items, images) of training step ``step``: names drawn by the step's weights, one for the whole batch under
+    ``group_by_task``, else one per question."""
+    weights = cfg.weights_at(step)
+    names = rng.choices(list(weights), list(weights.values()), k=1 if cfg.group_by_task else cfg.batch_size)
+    drawn = [draw_item(name, counters, cfg.seed) for name in names * (cfg.batch_size if cfg.group_by_task else 1)]
+    return [it for it, _ in drawn], [img for _, img in drawn]
+
+
 def train(cfg: VlmTrainConfig) -> Path:
     out = cfg.start_run()
     if cfg.init_from:
@@ -289,12 +303,7 @@ def train(cfg: VlmTrainConfig) -> Path:
     bar = tqdm(range(1, cfg.steps + 1), desc="train vlm", mininterval=10)
     log = TrainLog(out, bar, sched, cfg.steps)
     for step in bar:
-        weights = cfg.weights_at(step)
-        items, images = [], []
-        for name in rng.choices(list(weights), list(weights.values()), k=cfg.batch_size):
-            it, img = draw_item(name, counters, cfg.seed)
-            items.append(it)
-            images.append(img)
+        items, images = draw_batch(cfg, step, rng, counters)
         loss, parts = vlm_loss(vlm, items, images, cfg.max_pad, rng, gen, probe=probe, probe_weight=cfg.probe_weight,
                                projector_rms=cfg.projector_rms, projector_weight=cfg.projector_weight)
         optimizer_step(opt, sched, loss, params)
