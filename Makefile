@@ -58,7 +58,7 @@ bench: setup sysdeps-audio
 	  --plot runs/bench/decode256.png --markdown runs/bench/decode256.md
 	[ -f runs/data/vision/test.jsonl ] || $(VENV)/bin/unmask data vision --n-test 200
 	$(VENV)/bin/unmask eval-vlm --model tiny-vlm --data runs/data/vision/test.jsonl --tasks short,mc,mc_elbo,long \
-	  --sweep --out runs/bench/vlm --json
+	  --sweep --blind --out runs/bench/vlm --json
 	$(VENV)/bin/unmask bench vla --episodes 200 --plot runs/bench/vla.png --json
 	$(VENV)/bin/unmask bench vla --episodes 200 --execute 2 --modes async,async_inpaint \
 	  --plot runs/bench/vla_execute2.png --json

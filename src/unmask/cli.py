@@ -183,7 +183,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown mode(s) {bad}; known: {', '.join(MODES)}")
         bench_vla(args.model or "tiny-vla", args.json, args.episodes,
                   tuple(args.delays) if args.delays else DELAYS_MS, modes, args.hz, args.plot, args.max_inflight,
-                  args.execute)
+                  args.execute, args.margin)
         return 0
     if args.what == "asr":
         import glob
@@ -234,7 +234,7 @@ def cmd_robot_run(args: argparse.Namespace) -> int:
                   f"missed={r['missed_ticks']} overruns={r['overruns']} events={len(r['events'])}")
 
     summary, rows = run_episodes(args.server, BrokerConfig(mode=args.mode, execute=args.execute,
-                                                                     max_inflight=args.max_inflight),
+                                                           max_inflight=args.max_inflight, margin=args.margin),
                                  RunConfig(hz=args.hz, timeout_s=args.timeout, max_steps=args.max_steps),
                                  range(args.seed, args.seed + args.episodes), model=args.model,
                                  delay_ms=args.delay_ms, on_episode=show)
@@ -268,6 +268,8 @@ def cmd_eval_vlm(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .pipelines.chunking import BrokerConfig
+
     ap = argparse.ArgumentParser(prog="unmask", description="masked-diffusion language models, one decoding core")
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="generate text from prompts")
@@ -308,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--modes", default=None, help="vla: comma-separated subset of sync,async,async_inpaint")
     bn.add_argument("--hz", type=float, default=50.0, help="vla: control rate")
     bn.add_argument("--max-inflight", type=int, default=8, help="vla: most requests in flight in the async modes")
+    bn.add_argument("--margin", type=int, default=BrokerConfig.margin,
+                    help="vla: ticks of queue kept beyond the expected delay when a request starts (async modes; "
+                    "slack for a reply slower than the recent ones)")
     bn.add_argument("--execute", type=int, default=8, help="vla: actions run per chunk before the next takes over")
     bn.set_defaults(fn=cmd_bench)
     tr = sub.add_parser("transcribe", help="batch transcription of audio shards/files on Ray")
@@ -366,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--max-inflight", type=int, default=8,
                     help="async modes: most requests in flight (one connection each) when the delay exceeds the "
                     "replanning interval")
+    rr.add_argument("--margin", type=int, default=BrokerConfig.margin,
+                    help="async modes: ticks of queue kept beyond the expected delay when a request starts")
     rr.add_argument("--episodes", type=int, default=5)
     rr.add_argument("--seed", type=int, default=100_000)
     rr.add_argument("--timeout", type=float, default=0.5, help="seconds without a reply before reconnecting")

@@ -81,9 +81,10 @@ def test_broker_inpaint_sends_the_actions_that_run_during_inference():
     assert np.allclose(b.queue[0], new[5])  # seamless: the inpainted prefix already ran
 
 
-def _drive(broker: ChunkBroker, delay: int, ticks: int) -> list[np.ndarray | None]:
+def _drive(broker: ChunkBroker, delay: int, ticks: int, late: dict[int, int] | None = None
+           ) -> list[np.ndarray | None]:
     """Run ``broker`` for ``ticks`` ticks with every chunk arriving ``delay`` ticks after its request (chunk k holds
-    the value k); returns the inpainting prefix sent with each request."""
+    the value k; request k takes ``late[k]`` ticks more); returns the inpainting prefix sent with each request."""
     broker.request(0)
     broker.receive(_chunk(0.0), 0)
     broker.observe_delay(delay)
@@ -94,7 +95,8 @@ def _drive(broker: ChunkBroker, delay: int, ticks: int) -> list[np.ndarray | Non
             broker.receive(chunk, tick, since)
         if broker.wants_chunk(tick):
             prefixes.append(broker.request(tick))
-            flying.append((tick + delay, tick, _chunk(float(len(prefixes)))))
+            flying.append((tick + delay + (late or {}).get(len(prefixes), 0), tick, _chunk(float(len(prefixes)))))
+            flying.sort(key=lambda x: x[0])
         broker.next_action()
     return prefixes
 
@@ -216,6 +218,17 @@ def test_client_holds_safe_action_reconnects_and_continues_after_disconnect_and_
     assert any("no reply within" in e["message"] for e in res["events"])
     assert res["missed_ticks"] > 0  # the robot held its safe action while the server was away
     assert len(res["latencies_ms"]) >= 3  # and got fresh chunks again afterwards
+
+
+def test_margin_absorbs_a_reply_slower_than_the_recent_ones():
+    # 11 ticks of delay, and every 10th reply 3 ticks later still (a compute spike the recent delays did not show):
+    # with 1 tick of margin the queue runs dry at each, with 3 it does not; the larger margin asks more often
+    spikes = {k: 3 for k in range(10, 200, 10)}
+    brokers = {m: ChunkBroker(BrokerConfig(mode="async_inpaint", execute=8, margin=m), horizon=16, action_dim=2)
+               for m in (1, 3)}
+    sent = {m: len(_drive(b, 11, 300, spikes)) for m, b in brokers.items()}
+    assert brokers[1].missed >= 5 and brokers[3].missed == 0, {m: b.missed for m, b in brokers.items()}
+    assert sent[3] > sent[1]
 
 
 def test_wall_clock_loop_keeps_fed_through_200ms_with_requests_in_flight(policy, tmp_path):

@@ -23,7 +23,8 @@ DELAYS_MS = (0, 50, 100, 200)
 
 
 def run(model: str = "tiny-vla", modes=MODES, delays=DELAYS_MS, episodes: int = 200, hz: float = 50.0,
-        execute: int = 8, progress: bool = True, max_inflight: int = BrokerConfig.max_inflight) -> dict:
+        execute: int = 8, progress: bool = True, max_inflight: int = BrokerConfig.max_inflight,
+        margin: int = BrokerConfig.margin) -> dict:
     import torch
 
     policy = load_policy(model)
@@ -36,7 +37,7 @@ def run(model: str = "tiny-vla", modes=MODES, delays=DELAYS_MS, episodes: int = 
         bar = tqdm(total=len(grid) * episodes, desc="bench vla")
     results = []
     for mode, delay in grid:
-        cfg = BrokerConfig(mode=mode, execute=execute, max_inflight=max_inflight)
+        cfg = BrokerConfig(mode=mode, execute=execute, max_inflight=max_inflight, margin=margin)
         eps = []
         for seed in range(EVAL_SEED, EVAL_SEED + episodes):
             eps.append(broker_episode(policy, seed, cfg, delay_ms=delay, hz=hz))
@@ -51,8 +52,8 @@ def run(model: str = "tiny-vla", modes=MODES, delays=DELAYS_MS, episodes: int = 
     if bar is not None:
         bar.close()
     return {"device": f"cpu ({torch.get_num_threads()} threads)", "model": model, "control_hz": hz,
-            "execute": execute, "max_inflight": max_inflight, "decode_steps": policy.spec.decode_steps,
-            "results": results}
+            "execute": execute, "max_inflight": max_inflight, "margin": margin,
+            "decode_steps": policy.spec.decode_steps, "results": results}
 
 
 def plot(report: dict, png: str | Path) -> None:
@@ -77,9 +78,11 @@ def plot(report: dict, png: str | Path) -> None:
 
 
 def main(model: str, as_json: bool, episodes: int, delays, modes, hz: float, plot_path: str | None,
-         max_inflight: int = BrokerConfig.max_inflight, execute: int = 8) -> dict:
+         max_inflight: int = BrokerConfig.max_inflight, execute: int = 8,
+         margin: int = BrokerConfig.margin) -> dict:
     # the bar goes to stderr; stdout stays JSON
-    report = run(model, modes, delays, episodes, hz, execute, progress=True, max_inflight=max_inflight)
+    report = run(model, modes, delays, episodes, hz, execute, progress=True, max_inflight=max_inflight,
+                 margin=margin)
     if plot_path:
         plot(report, plot_path)
     if as_json:
