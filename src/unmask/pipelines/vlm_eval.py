@@ -231,11 +231,12 @@ def evaluate(model: str, tasks: list[str], manifest: str | Path | None = None, p
         if c is not None and c.layer >= layers:
             raise ValueError(f"--prune {c.name}: layer {c.layer} does not exist; {model} has layers 0..{layers - 1}")
     records = read_split(manifest or sample_manifest(), limit=limit)
+    shuffled = shuffle_images(records) if blind else None
     results, preds = [], []
     for task in tasks:
         runs = [("own", ev.run_settings(task, records, configs, options, progress=True))]
-        if blind:
-            runs.append(("shuffled", [ev.run(task, shuffle_images(records), None, options)]))
+        if shuffled is not None:
+            runs.append(("shuffled", [ev.run(task, shuffled, None, options)]))
         for images, rows in runs:
             for row, p in rows:
                 results.append(row | {"images": images})
