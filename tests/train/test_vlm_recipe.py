@@ -152,3 +152,74 @@ def test_group_by_task_draws_whole_batches_from_one_task():
             assert 10 <= Counter(next(iter(k)) for k in kinds)["color"] <= 30
         else:
             assert sum(len(k) == 2 for k in kinds) > 30
+
+
+def test_fresh_backbone_on_a_frozen_tower(small_vlm_dir, tmp_path):
+    """``reinit_backbone`` + ``freeze_tower``: the continued run's tower is the checkpoint's, bit for bit, while the
+    backbone is built afresh to the recipe's shape; ``projector_from_probe`` + ``freeze_projector``: the saved
+    projector's first layer reads each token's grid cell off the tower's features; without ``init_from`` each is
+    refused by name."""
+    import pytest
+    import torch
+    import torch.nn.functional as F
+
+    from unmask.modalities.vision.image import preprocess
+    from unmask.train.vlm import VlmTrainConfig, main, patch_cells, probe_projector
+
+    base = load_vlm(small_vlm_dir)
+    out = main(None, {"out_dir": str(tmp_path / "fresh"), "init_from": str(small_vlm_dir), "reinit_backbone": True,
+                      "projector_from_probe": 6, "freeze_projector": True, "freeze_tower": True, "probe_weight": 0.0,
+                      "hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "steps": 6,
+                      "batch_size": 4, "warmup": 2, "save_every": 6, "group_by_task": True, "eval_items": 0})
+    new = load_vlm(out)
+    old_tower, new_tower = base.tower.vision.state_dict(), new.tower.vision.state_dict()
+    assert old_tower.keys() == new_tower.keys()
+    assert all(torch.equal(old_tower[k], new_tower[k]) for k in old_tower)
+    # the recipe's own backbone shape (the checkpoint's: width 32, 4 layers), so built afresh
+    assert (new.backbone.cfg.hidden_size, new.backbone.cfg.num_layers) == (64, 2)
+    hits = total = 0
+    for i in range(6):  # the scenes the probes were fitted on (seed 0)
+        _, image = make_item("long", "train", 9_000_000 + i)
+        with torch.no_grad():
+            first = F.linear(new.tower.features(preprocess([image], new.spec.image))[0].float(),
+                             new.tower.projector.fc1.weight.float(), new.tower.projector.fc1.bias.float())
+        cells = patch_cells(len(first))
+        hits += (first[:, 25:34].argmax(-1) == cells).sum().item()  # rows 25-33: the cell probe
+        total += len(cells)
+    assert hits / total > 0.3  # chance 1/9; the toy tower (1 layer, 40 steps) measured 0.58
+    with pytest.raises(ValueError, match="projector units"):
+        probe_projector(base.tower, 16, 1)
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r][-1] == 6
+    for key in ("freeze_tower", "reinit_backbone", "projector_from_probe"):
+        with pytest.raises(ValueError, match="init_from"):
+            VlmTrainConfig(**{key: True})
+
+
+def test_pad_weight_moves_the_loss_towards_the_answers_own_slots(small_vlm_dir):
+    """The diffusion loss is a weighted mean over the masked slots: at ``pad_weight`` 1 the plain mean, and as it
+    falls the mean moves monotonically towards that of the answers' own slots (same masks, same per-slot losses);
+    out of (0, 1] it is refused."""
+    import random
+
+    import pytest
+    import torch
+
+    from unmask.train.vlm import VlmTrainConfig, vlm_loss
+
+    vlm = load_vlm(small_vlm_dir)
+    items, images = zip(*[make_item("short", "train", i) for i in range(8)], strict=True)
+
+    def loss(**kw):
+        with torch.no_grad():
+            return vlm_loss(vlm, list(items), list(images), 12, random.Random(3), torch.Generator().manual_seed(3),
+                            **kw)[0].item()
+
+    plain = loss()
+    assert loss(pad_weight=1.0) == plain
+    curve = [loss(pad_weight=w) for w in (1.0, 0.5, 0.1, 1e-6)]
+    steps = [b - a for a, b in zip(curve, curve[1:], strict=False)]
+    assert all(s > 1e-6 for s in steps) or all(s < -1e-6 for s in steps), curve
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="pad_weight"):
+            VlmTrainConfig(pad_weight=bad)
