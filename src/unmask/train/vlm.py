@@ -76,8 +76,8 @@ class VlmTrainConfig(BackboneRecipe):
     freeze_projector: bool = False
     """Keep the projector's weights fixed (with ``projector_from_probe``: keep the probe code as it is)."""
     freeze_tower: bool = False
-    """Keep the vision tower's weights fixed (its features computed without gradients; the projector still
-    trains). Needs ``init_from``: a tower trained from nothing would stay random."""
+    """Keep the vision tower's weights fixed (no gradients flow into it; the projector still trains). Needs
+    ``init_from``: a tower trained from nothing would stay random."""
     eval_items: int = 40
     """Held-out descriptions scored by :func:`attribute_nll` at the end (written to the log); 0 skips."""
     token_probe: bool = False
@@ -252,16 +252,14 @@ def probe_projector(tower: VisionTower, hidden: int, scenes: int, seed: int = 0,
 
 def vlm_loss(vlm: VLM, items: list, images: list[np.ndarray], max_pad: int, rng: random.Random,
              gen: torch.Generator, t_min: float = 0.05, probe: CellProbe | None = None, probe_weight: float = 1.0,
-             projector_rms: float | None = None, projector_weight: float = 10.0, freeze_tower: bool = False,
-             pad_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+             projector_rms: float | None = None, projector_weight: float = 10.0, pad_weight: float = 1.0
+             ) -> tuple[torch.Tensor, dict[str, float]]:
     """(diffusion loss + ``probe_weight`` x probe loss + ``projector_weight`` x the mean squared excess of each image
     token's per-dimension RMS over ``projector_rms``; the parts for the log: ``diffusion``, ``probe`` (unweighted)
-    and ``image_rms``, the image tokens' mean per-dimension RMS). ``freeze_tower``: the tower's features without
-    gradients. ``pad_weight``: the weight of padding slots (after an answer's own EOS) in the diffusion loss's
-    weighted mean over masked slots."""
+    and ``image_rms``, the image tokens' mean per-dimension RMS). ``pad_weight``: the weight of padding slots
+    (after an answer's own EOS) in the diffusion loss's weighted mean over masked slots."""
     tok = vlm.tokenizer
-    with torch.set_grad_enabled(torch.is_grad_enabled() and not freeze_tower):
-        feats = vlm.tower.features(preprocess(images, vlm.spec.image))  # [B, N, E]
+    feats = vlm.tower.features(preprocess(images, vlm.spec.image))  # [B, N, E]
     emb = vlm.tower.projector(feats)  # [B, N, D]
     aux = probe(feats, [it.scene for it in items]) if probe is not None else None
     answers = [tok.encode(it.answer) + [tok.eos_id] for it in items]
@@ -280,14 +278,9 @@ def vlm_loss(vlm: VLM, items: list, images: list[np.ndarray], max_pad: int, rng:
     x = ModelRunner(vlm.backbone, vlm.info).embed(canvas, None, 0, canvas.tokens.shape[1])  # decoding's own inputs
     h = vlm.backbone(inputs_embeds=x, position_ids=canvas.positions, key_mask=canvas.key_mask)
     logits = vlm.backbone.logits(h[:, p:])
-    if pad_weight == 1.0:
-        diffusion = F.cross_entropy(logits[masked], target[masked])
-    else:
-        weight = torch.ones(b, g)
-        for i, a in enumerate(answers):
-            weight[i, len(a) :] = pad_weight
-        w = weight[masked]
-        diffusion = (F.cross_entropy(logits[masked], target[masked], reduction="none") * w).sum() / w.sum()
+    own = torch.arange(g)[None] < torch.tensor([len(a) for a in answers])[:, None]  # answer + its EOS, not padding
+    w = torch.where(own, 1.0, pad_weight)[masked]
+    diffusion = (F.cross_entropy(logits[masked], target[masked], reduction="none") * w).sum() / w.sum()
     rms = emb.pow(2).mean(-1).sqrt()  # [B, N]
     parts = {"diffusion": diffusion.item(), "probe": 0.0 if aux is None else aux.item(), "image_rms": rms.mean().item()}
     loss = diffusion if aux is None else diffusion + probe_weight * aux
@@ -402,7 +395,7 @@ def train(cfg: VlmTrainConfig) -> Path:
         items, images = draw_batch(cfg, step, rng, counters)
         loss, parts = vlm_loss(vlm, items, images, cfg.max_pad, rng, gen, probe=probe, probe_weight=cfg.probe_weight,
                                projector_rms=cfg.projector_rms, projector_weight=cfg.projector_weight,
-                               freeze_tower=cfg.freeze_tower, pad_weight=cfg.pad_weight)
+                               pad_weight=cfg.pad_weight)
         optimizer_step(opt, sched, loss, params)
         log.step(step, loss=parts["diffusion"], probe=parts["probe"], image_rms=parts["image_rms"])
         last = step == cfg.steps or step == cfg.stop_after
