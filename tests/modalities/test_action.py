@@ -137,3 +137,31 @@ def test_expert_dataset_is_a_lerobot_dataset(tmp_path):
     assert np.allclose(chunk[0, 2:], eps.actions[last]) and pad[0].tolist() == [False, False, True, True]
     with pytest.raises(FileNotFoundError, match="unmask data robot"):
         read_episodes(tmp_path / "nothing")
+
+
+def test_replanned_chunks_run_the_prefix_then_the_noise_free_expert():
+    from unmask.modalities.action.data import expert_episode, replan_chunks
+
+    states, actions, _, ok = expert_episode(5)
+    states, actions = np.stack(states), np.stack(actions)
+    assert ok
+    rows = np.array([0, 10, len(states) - 3])  # the last row reaches the goal inside the chunk
+    prefixes = np.stack([np.resize(actions[i : i + 8], (8, 2)) for i in rows])
+    lengths = np.array([0, 5, 2])
+    chunks, pad = replan_chunks(states[rows], prefixes, lengths, horizon=8)
+    assert chunks.shape == (3, 8, 2) and pad.shape == (3, 8)
+    assert np.array_equal(chunks[1, :5], prefixes[1, :5]) and np.array_equal(chunks[2, :2], prefixes[2, :2])
+    # by hand: restore the frame, run the prefix, then the expert acting on the true state
+    env = PushBlockEnv()
+    env.set_state(states[10])
+    assert np.array_equal(env.state(), states[10])
+    for k in range(8):
+        a = prefixes[1, k] if k < 5 else env.expert_action()
+        assert np.allclose(chunks[1, k], a)
+        env.step(a)
+    assert not pad[:2].any()
+    assert pad[2, -1] and not pad[2, 0]  # the block reached the goal: the steps after it are padding
+    # the demonstration's own later actions were taken along noisy executions; the replanned ones differ
+    assert not np.allclose(chunks[1, 5:], actions[15:18])
+    with pytest.raises(ValueError, match="12 finite numbers"):
+        env.set_state(np.zeros(5))

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
+import pytest
 import torch
 
 from unmask.modalities.action.model import ActionSpec, new_policy
@@ -29,8 +33,6 @@ def test_chunk_loss_ignores_padding():
 
 
 def test_recipe_rejects_bad_values():
-    import pytest
-
     with pytest.raises(ValueError, match="t_min"):
         VlaTrainConfig(t_min=1.5)
 
@@ -45,3 +47,48 @@ def test_chunk_mask_prefix_rows_show_their_first_steps():
     assert bool((first_hidden % 2 == 0).all())
     plain = chunk_mask(2000, horizon=16, action_dim=2, gen=torch.Generator().manual_seed(0))
     assert float(plain[:, 0].float().mean()) > 0.4  # without prefix rows the first slot is often hidden
+
+
+def test_chunk_mask_given_prefix_per_row():
+    from unmask.train.vla import chunk_mask
+
+    given = torch.tensor([0, 3, 7] * 400)
+    m = chunk_mask(1200, horizon=8, action_dim=2, gen=torch.Generator().manual_seed(0), given=given)
+    assert not m[given == 3, :6].any() and bool(m[given == 3, 6].all())
+    assert not m[given == 7, :14].any() and bool(m[given == 7, 14].all())
+    assert float(m[given == 0, 0].float().mean()) > 0.4  # rows given nothing are masked as usual
+
+
+def test_replan_rows_train_the_policy(tmp_path):
+    """A few steps with replanned rows run end to end from a written dataset and save a loadable bundle."""
+    from unmask.modalities.action.data import write_dataset
+    from unmask.modalities.action.model import load_policy
+    from unmask.train.vla import train
+
+    data = write_dataset(tmp_path / "robot", episodes=3, progress=False)
+    cfg = VlaTrainConfig(out_dir=str(tmp_path / "run"), data=str(data), hidden_size=32, num_layers=1, num_heads=2,
+                         intermediate_size=64, horizon=8, bins=32, obs_tokens=2, steps=3, batch_size=8,
+                         save_every=3, eval_episodes=0, replan_share=0.5, replan_delay=5, replan_rows=40)
+    policy = load_policy(train(cfg))
+    assert policy.spec.horizon == 8
+    chunk, _ = policy.predict_chunk(np.full(12, 0.5, np.float32), prefix_actions=np.zeros((1, 3, 2), np.float32))
+    assert chunk.shape == (1, 8, 2)
+    with pytest.raises(ValueError, match="replan_share"):
+        VlaTrainConfig(replan_share=1.5)
+
+    # the prefix: the frame's own demonstration, or the tail of a plan made a few frames earlier
+    from unmask.modalities.action.data import read_episodes
+    from unmask.train.vla import replanned
+
+    eps = read_episodes(data)
+    states, chunks, pad, d = replanned(eps, cfg, 8)
+    rows = {tuple(s): i for i, s in enumerate(eps.states)}
+    frame = np.array([rows[tuple(s)] for s in states])
+    own, _ = eps.chunks(frame, 8)  # each row's own demonstrated actions
+    shown = d > 0
+    assert shown.sum() > 20 and all(np.array_equal(chunks[i, : d[i]], own[i, : d[i]]) for i in np.flatnonzero(shown))
+    stale = replace(cfg, replan_stale=4)
+    _, chunks_s, _, d_s = replanned(eps, stale, 8)
+    assert np.array_equal(d_s, d)
+    differs = [not np.array_equal(chunks_s[i, : d[i]], own[i, : d[i]]) for i in np.flatnonzero(shown)]
+    assert np.mean(differs) > 0.8

@@ -66,6 +66,38 @@ def expert_episode(seed: int, noise: float = 0.2, max_steps: int = 400, images: 
     return states, actions, frames, bool(success)
 
 
+def replan_chunks(states: np.ndarray, prefixes: np.ndarray, lengths: np.ndarray, horizon: int,
+                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Chunks as the robot would live them behind an inference delay: for row i the world is put in
+    ``states[i]``, its first ``lengths[i]`` actions of ``prefixes[i]`` (``[N, >=d, D]``) run exactly, and from there
+    the expert acts noise-free on the true state for the rest of the horizon. Returns ``[N, H, D]`` chunks (the
+    prefix, then the expert's actions) and their ``[N, H]`` padding mask (the steps after the block reached the goal).
+
+    The demonstrations label step k of a chunk with the expert's action at a state reached through k noisy actions
+    the chunk does not show; here every step follows from the frame's state and the prefix alone, which is what a
+    policy asked to decode around the actions that run during its own inference has to predict."""
+    n = len(states)
+    env = PushBlockEnv()
+    chunks = np.zeros((n, horizon, prefixes.shape[-1]), dtype=np.float32)
+    pad = np.zeros((n, horizon), dtype=bool)
+    rows = range(n)
+    if progress:
+        from tqdm import tqdm
+
+        rows = tqdm(rows, desc="replan chunks", mininterval=5)
+    for i in rows:
+        env.set_state(states[i])
+        done = False
+        for k in range(horizon):
+            if done:
+                chunks[i, k], pad[i, k] = chunks[i, k - 1], True
+                continue
+            a = prefixes[i, k] if k < lengths[i] else env.expert_action()
+            chunks[i, k] = a
+            done = env.step(a)[2]
+    return chunks, pad
+
+
 def write_dataset(root: str | Path, episodes: int = 500, seed: int = 0, images: bool = False, noise: float = 0.2,
                   progress: bool = True) -> Path:
     """Write ``episodes`` successful expert demonstrations to ``root`` (replaced if present)."""

@@ -133,6 +133,16 @@ class PushBlockEnv(gym.Env):
         extra = np.concatenate([self.obstacles, np.full((len(self.obstacles), 1), self.cfg.obstacle_radius)], 1)
         return np.concatenate([obs, extra.reshape(-1)]).astype(np.float32)
 
+    def set_state(self, state) -> None:
+        """Put the world in the state ``state()`` returned (robot, block, goal, obstacles): replanning from a
+        recorded frame. The obstacle radii in it must match the config's."""
+        s = np.asarray(state, dtype=np.float64).reshape(-1)
+        if s.shape != (self.cfg.state_dim,) or not np.isfinite(s).all():
+            raise ValueError(f"PushBlock state must be {self.cfg.state_dim} finite numbers, got shape {s.shape}")
+        self.agent, self.block, self.goal = s[0:2].copy(), s[2:4].copy(), s[4:6].copy()
+        self.obstacles = s[6:].reshape(self.cfg.n_obstacles, 3)[:, :2].copy()
+        self._steps = 0
+
     def _obs(self) -> dict:
         out = {"agent_pos": self.state()}
         if self.obs_type == "pixels_agent_pos":
