@@ -75,6 +75,8 @@ def test_replan_rows_train_the_policy(tmp_path):
     assert chunk.shape == (1, 8, 2)
     with pytest.raises(ValueError, match="replan_share"):
         VlaTrainConfig(replan_share=1.5)
+    with pytest.raises(ValueError, match="set one of them to 0"):
+        VlaTrainConfig(replan_share=0.5, prefix_prob=0.5)
 
     # the prefix: the frame's own demonstration, or the tail of a plan made a few frames earlier
     from unmask.modalities.action.data import read_episodes

@@ -74,6 +74,9 @@ class VlaTrainConfig(BackboneRecipe):
             raise ValueError(f"prefix_prob must lie in [0, 1], got {self.prefix_prob}")
         if not 0 <= self.replan_share <= 1:
             raise ValueError(f"replan_share must lie in [0, 1], got {self.replan_share}")
+        if self.replan_share > 0 and self.prefix_prob > 0:
+            raise ValueError("prefix_prob and replan_share both show prefixes; set one of them to 0 (replanned rows "
+                             "carry their own prefix lengths)")
         if not 0 <= self.replan_delay < self.horizon or self.replan_rows < 1 or self.replan_stale < 0:
             raise ValueError(f"replan_delay must lie in [0, horizon), replan_rows be positive and replan_stale >= 0, "
                              f"got {self.replan_delay}, {self.replan_rows}, {self.replan_stale}")
@@ -181,7 +184,7 @@ def train(cfg: VlaTrainConfig) -> Path:
             chunks, pad = np.concatenate([chunks, replan[1][j]]), np.concatenate([pad, replan[2][j]])
             given = torch.from_numpy(np.concatenate([np.zeros(len(idx), np.int64), replan[3][j]]))
         loss = chunk_loss(policy, torch.from_numpy(states), torch.from_numpy(chunks), gen, cfg.t_min,
-                          torch.from_numpy(pad), cfg.prefix_prob if given is None else 0.0, given)
+                          torch.from_numpy(pad), cfg.prefix_prob, given)
         optimizer_step(opt, sched, loss, params)
         log.step(step, loss=loss.item())
         if step % cfg.save_every == 0 or step == cfg.steps:
