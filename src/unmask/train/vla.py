@@ -139,8 +139,8 @@ def replanned(eps, cfg: VlaTrainConfig, horizon: int):
         starts = np.flatnonzero(np.r_[True, eps.episode[1:] != eps.episode[:-1]])
         pos = (frames - starts[np.searchsorted(starts, frames, side="right") - 1])[idx]  # frame within its episode
         k = np.minimum(rng.integers(1, cfg.replan_stale + 1, len(idx)), np.minimum(pos, horizon - d))
-        old, _ = eps.chunks(idx - k, horizon)
-        plans, _ = replan_chunks(eps.states[idx - k], old, np.zeros(len(idx), np.int64), horizon, progress=True)
+        # no step given: the expert plans from the older frame (the prefix array only lends its shape)
+        plans, _ = replan_chunks(eps.states[idx - k], prefix, np.zeros(len(idx), np.int64), horizon, progress=True)
         shifted = np.take_along_axis(plans, np.minimum(k[:, None] + np.arange(horizon), horizon - 1)[..., None], 1)
         prefix = np.where((k > 0)[:, None, None], shifted, prefix)
     chunks, pad = replan_chunks(eps.states[idx], prefix, d, horizon, progress=True)
