@@ -203,7 +203,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     cfg = BenchConfig(gen_lengths=tuple(args.gen_lengths), batch_sizes=tuple(args.batch_sizes),
                       block_length=args.block_length, n_per_task=args.n_per_task, device=args.device,
-                      compile=args.compile)
+                      compile=args.compile, fixed_tpf=tuple(args.fixed_tpf))
     main(args.model or "tiny-text", cfg, args.json, args.plot, quick=args.quick, markdown_path=args.markdown,
          command="unmask " + " ".join(sys.argv[1:]),
          policies=args.policies.split(",") if args.policies else None,
@@ -300,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--policies", default=None, help="comma-separated subset of the policy grid")
     bn.add_argument("--caches", default=None, help="comma-separated subset of none,prefix,dual,feature")
     bn.add_argument("--compile", action="store_true", help="torch.compile the backbone (dynamic shapes) first")
+    bn.add_argument("--fixed-tpf", type=int, nargs="+", default=[1], metavar="K",
+                    help="decode: tokens per forward for low_confidence (steps = gen length / K), one row per K")
     bn.add_argument("--shards", default=None, help="asr: glob of held-out shards (default runs/data/speech/test-*.tar)")
     bn.add_argument("--methods", default=None, help="asr: comma-separated subset of from_mask,prior_guided,ctc,"
                     "faster_whisper")

@@ -33,3 +33,20 @@ def test_bench_decode_quick_emits_json(tmp_path):
 def test_bench_decode_names_unknown_grid_entries():
     out = _cli("bench", "decode", "--quick", "--policies", "fastest", "--n-per-task", "1")
     assert out.returncode == 2 and "unknown bench policy ['fastest']" in out.stderr and "adaptive_block" in out.stderr
+
+
+def test_bench_decode_fixed_tpf_rows_for_random_shapes(tmp_path):
+    png = tmp_path / "speed.png"
+    out = _cli("bench", "decode", "--model", "random:llada-tiny", "--gen-lengths", "64", "--batch-sizes", "2",
+               "--n-per-task", "1", "--policies", "low_confidence,threshold", "--caches", "none",
+               "--fixed-tpf", "1", "4", "--json", "--plot", str(png))
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)["results"]
+    lc = sorted((r["steps"], r["nfe"], r["tpf"]) for r in rows if r["policy"] == "low_confidence")
+    # a random model never ends early, so the step budget alone sets NFE and TPF
+    assert lc == [(16, 16.0, 4.0), (64, 64.0, 1.0)]
+    assert [r["steps"] for r in rows if r["policy"] == "threshold"] == [64]  # adaptive policies run once
+    assert png.stat().st_size > 10_000
+    bad = _cli("bench", "decode", "--model", "random:llada-tiny", "--gen-lengths", "64", "--fixed-tpf", "3",
+               "--n-per-task", "1", "--quick")
+    assert bad.returncode == 2 and "--fixed-tpf [3] does not divide gen length 64" in bad.stderr

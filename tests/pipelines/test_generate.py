@@ -106,3 +106,17 @@ def test_random_shape_models():
     assert [o.nfe for o in outs] == [8, 8] and all(len(o.token_ids) == 16 for o in outs)
     with pytest.raises(ValueError, match="unknown random model shape 'gpt5'; known shapes: llada-8b, llada-tiny"):
         TextGenerator.from_pretrained("random:gpt5")
+
+
+def test_random_backbone_is_built_in_its_dtype():
+    from unmask.core.backbones import TransformerConfig
+    from unmask.core.checkpoint import random_backbone
+    from unmask.core.models import random_shape
+
+    fields, _ = random_shape("random:llada-tiny")
+    half = random_backbone(TransformerConfig(**fields), seed=3, dtype=torch.bfloat16)
+    full = random_backbone(TransformerConfig(**fields), seed=3)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16} and torch.get_default_dtype() == torch.float32
+    # same draws whatever the dtype: the bf16 model is the float32 one rounded
+    for (name, a), b in zip(half.named_parameters(), full.parameters(), strict=True):
+        assert torch.equal(a, b.to(torch.bfloat16)), name

@@ -159,8 +159,13 @@ def random_backbone(cfg: TransformerConfig, *, seed: int = 0, dtype: torch.dtype
     """A backbone with small deterministic random weights (tests, shape benchmarks), built directly on
     ``device`` in ``dtype`` (an 8B shape never exists in float32 on the host)."""
     gen = torch.Generator(device=device).manual_seed(seed)
-    with torch.device(device):
-        model = Transformer(cfg).to(dtype)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in dtype: an 8B shape in float32 first would need twice the memory
+    try:
+        with torch.device(device):
+            model = Transformer(cfg)
+    finally:
+        torch.set_default_dtype(default)
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=gen, device=device)

@@ -23,6 +23,8 @@ from .eval_text import score
 from .generate import TextGenerator
 
 BASELINE = ("low_confidence", {})
+FIXED_BUDGET = {"low_confidence"}
+"""Policies whose tokens per forward is set by the step budget alone (the rest commit by confidence)."""
 POLICY_GRID: list[tuple[str, dict]] = [
     BASELINE,
     ("threshold", {"threshold": 0.9}),
@@ -49,6 +51,9 @@ class BenchConfig:
     """cpu or cuda."""
     compile: bool = False
     """Wrap the backbone in ``torch.compile`` (dynamic shapes) before measuring."""
+    fixed_tpf: tuple[int, ...] = (1,)
+    """Tokens committed per forward by the fixed-budget policies (``low_confidence``): each value K runs them
+    with ``gen_length / K`` steps. Adaptive policies ignore it and run once."""
 
 
 def _peak_mb(device: str) -> float:
@@ -58,8 +63,9 @@ def _peak_mb(device: str) -> float:
 
 
 def run_one(gen: TextGenerator, items, policy: tuple[str, dict], cache: str, gen_length: int, batch_size: int,
-            block_length: int, device: str) -> dict:
-    params = SamplingParams(gen_length=gen_length, block_length=min(block_length, gen_length), steps=gen_length)
+            block_length: int, device: str, tokens_per_step: int = 1) -> dict:
+    params = SamplingParams(gen_length=gen_length, block_length=min(block_length, gen_length),
+                            steps=gen_length // tokens_per_step)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     correct = nfe = 0
@@ -77,7 +83,7 @@ def run_one(gen: TextGenerator, items, policy: tuple[str, dict], cache: str, gen
     wall = time.perf_counter() - t0
     n = len(items)
     return {
-        "policy": policy[0], "cache": cache, "gen_length": gen_length, "batch_size": batch_size,
+        "policy": policy[0], "cache": cache, "gen_length": gen_length, "batch_size": batch_size, "steps": params.steps,
         "accuracy": correct / n, "token_accuracy": hits / n, "nfe": nfe / n, "tpf": n * gen_length / max(1, nfe),
         "tokens_per_s": n * gen_length / wall, "overhead_frac": 1 - forward_s / wall,
         "peak_mem_mb": round(_peak_mb(device), 1),
@@ -85,25 +91,34 @@ def run_one(gen: TextGenerator, items, policy: tuple[str, dict], cache: str, gen
 
 
 def run(model: str, cfg: BenchConfig, policies=None, caches=None, progress: bool = True) -> dict:
+    for g in cfg.gen_lengths:
+        bad = [k for k in cfg.fixed_tpf if k < 1 or g % k or (g // k) % (g // min(cfg.block_length, g))]
+        if bad:
+            raise ValueError(f"--fixed-tpf {bad} does not divide gen length {g} into whole steps per block of "
+                             f"{min(cfg.block_length, g)}; use powers of two up to the block length")
     gen = TextGenerator.from_pretrained(model, device=cfg.device)
     gen.runner.sync_timing = True
     if cfg.compile:
         gen.runner.model.compile(dynamic=True)
     items = held_out(cfg.n_per_task)
-    grid = list(itertools.product(cfg.gen_lengths, cfg.batch_sizes, policies or POLICY_GRID, caches or CACHE_GRID))
+    grid = [(g, b, pol, cache, k)
+            for g, b, pol, cache in itertools.product(cfg.gen_lengths, cfg.batch_sizes, policies or POLICY_GRID,
+                                                      caches or CACHE_GRID)
+            for k in (cfg.fixed_tpf if pol[0] in FIXED_BUDGET else (1,))]
     if progress:
         from tqdm import tqdm
 
         grid = tqdm(grid, desc="bench decode")
     gen.generate([items[0].prompt], SamplingParams(gen_length=cfg.gen_lengths[0]))  # warm-up
-    results = [run_one(gen, items, pol, cache, g, b, cfg.block_length, cfg.device) for g, b, pol, cache in grid]
+    results = [run_one(gen, items, pol, cache, g, b, cfg.block_length, cfg.device, k) for g, b, pol, cache, k in grid]
     dev = torch.cuda.get_device_name() if cfg.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
     return {"device": dev, "model": model, "n_items": len(items), "block_length": cfg.block_length,
             "compiled": cfg.compile, "results": results}
 
 
 def pareto_plot(report: dict, png: str | Path) -> None:
-    """Token accuracy vs tokens/s per (gen length, batch) panel: colour = policy, marker = cache."""
+    """Token accuracy vs tokens/s per (gen length, batch) panel: colour = policy, marker = cache. With random
+    weights (``random:NAME``) accuracy means nothing, so the panels show tokens/s against TPF instead."""
     import matplotlib
     import matplotlib.ticker
 
@@ -112,6 +127,7 @@ def pareto_plot(report: dict, png: str | Path) -> None:
     from matplotlib.lines import Line2D
 
     rows = report["results"]
+    speed_only = str(report["model"]).startswith("random:")
     keys = sorted({(r["gen_length"], r["batch_size"]) for r in rows})
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     colours = {p: plt.get_cmap("tab10")(i % 10) for i, p in enumerate(policies)}
@@ -120,9 +136,15 @@ def pareto_plot(report: dict, png: str | Path) -> None:
     for ax, (g, b) in zip(axes[0], keys, strict=True):
         for r in rows:
             if (r["gen_length"], r["batch_size"]) == (g, b):
-                ax.scatter(r["tokens_per_s"], r["token_accuracy"], color=colours[r["policy"]],
-                           marker=markers.get(r["cache"], "x"), s=40, alpha=0.8)
-        ax.set(xscale="log", xlabel="tokens/s (log)", ylabel="token accuracy", title=f"gen {g}, batch {b}")
+                x, y = (r["tpf"], r["tokens_per_s"]) if speed_only else (r["tokens_per_s"], r["token_accuracy"])
+                ax.scatter(x, y, color=colours[r["policy"]], marker=markers.get(r["cache"], "x"), s=40, alpha=0.8)
+        if speed_only:
+            ax.set(xscale="log", yscale="log", xlabel="tokens per forward (log)", ylabel="tokens/s (log)",
+                   title=f"gen {g}, batch {b}")
+            ax.set_xticks(sorted({round(r["tpf"], 2) for r in rows if (r["gen_length"], r["batch_size"]) == (g, b)}))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        else:
+            ax.set(xscale="log", xlabel="tokens/s (log)", ylabel="token accuracy", title=f"gen {g}, batch {b}")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=colours[p], marker="o", ls="", label=p) for p in policies]
@@ -143,10 +165,12 @@ def markdown(report: dict, command: str) -> str:
     lines = [f"Measured with `{command}` on {report['device']}; model `{report['model']}`, "
              f"{report['n_items']} held-out prompts, block length {report['block_length']}"
              f"{', torch.compile' if report.get('compiled') else ''}.", "",
-             "| policy | cache | gen | batch | exact match | token acc | NFE | TPF | tokens/s | overhead | peak MB |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| policy | cache | gen | batch | steps | exact match | token acc | NFE | TPF | tokens/s | overhead "
+             "| peak MB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["results"]:
-        lines.append(f"| {r['policy']} | {r['cache']} | {r['gen_length']} | {r['batch_size']} | {r['accuracy']:.3f} | "
+        lines.append(f"| {r['policy']} | {r['cache']} | {r['gen_length']} | {r['batch_size']} | {r['steps']} | "
+                     f"{r['accuracy']:.3f} | "
                      f"{r['token_accuracy']:.3f} | "
                      f"{r['nfe']:.1f} | {r['tpf']:.2f} | {r['tokens_per_s']:.1f} | {r['overhead_frac']:.3f} | "
                      f"{r['peak_mem_mb']:.0f} |")
@@ -182,10 +206,11 @@ def main(model: str, cfg: BenchConfig, as_json: bool, plot: str | None, quick: b
     if as_json:
         print(json.dumps(report))
     else:
-        print(f"{'policy':>14} {'cache':>7} {'gen':>4} {'bs':>3} {'acc':>6} {'tokacc':>6} {'nfe':>6} {'tpf':>5} "
-              f"{'tok/s':>8} {'ovh':>5}")
+        print(f"{'policy':>14} {'cache':>7} {'gen':>4} {'bs':>3} {'steps':>5} {'acc':>6} {'tokacc':>6} {'nfe':>6} "
+              f"{'tpf':>5} {'tok/s':>8} {'ovh':>5}")
         for r in report["results"]:
-            print(f"{r['policy']:>14} {r['cache']:>7} {r['gen_length']:>4} {r['batch_size']:>3} {r['accuracy']:6.3f} "
+            print(f"{r['policy']:>14} {r['cache']:>7} {r['gen_length']:>4} {r['batch_size']:>3} {r['steps']:>5} "
+                  f"{r['accuracy']:6.3f} "
                   f"{r['token_accuracy']:6.3f} {r['nfe']:6.1f} {r['tpf']:5.2f} {r['tokens_per_s']:8.1f} "
                   f"{r['overhead_frac']:5.2f}")
     return report
