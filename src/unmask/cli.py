@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--margin", type=int, default=BrokerConfig.margin,
                     help="vla: ticks of queue kept beyond the expected delay when a request starts (async modes; "
                     "slack for a reply slower than the recent ones)")
-    bn.add_argument("--execute", type=int, default=8, help="vla: actions run per chunk before the next takes over")
+    bn.add_argument("--execute", type=int, default=None, help="vla: actions run per chunk before the next takes over "
+                    "(default: 8 for sync, 2 for the async modes)")
     bn.set_defaults(fn=cmd_bench)
     tr = sub.add_parser("transcribe", help="batch transcription of audio shards/files on Ray")
     tr.add_argument("input", nargs="+", help="WebDataset shards (*.tar), a directory or a glob of audio files")
@@ -369,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--model", default="tiny-vla", help="policy served in-process when --server is not given")
     rr.add_argument("--delay-ms", type=float, default=0.0, help="in-process server: extra delay per reply")
     rr.add_argument("--mode", default="async_inpaint", help="sync, async or async_inpaint")
-    rr.add_argument("--execute", type=int, default=8, help="actions per chunk before the next takes over")
+    rr.add_argument("--execute", type=int, default=None, help="actions per chunk before the next takes over "
+                    "(default: 8 for sync, 2 for the async modes)")
     rr.add_argument("--max-inflight", type=int, default=8,
                     help="async modes: most requests in flight (one connection each) when the delay exceeds the "
                     "replanning interval")

@@ -27,6 +27,13 @@ def _chunk(v: float, h: int = 16) -> np.ndarray:
     return np.full((h, 2), v, np.float32) + np.arange(h, dtype=np.float32)[:, None] / 100
 
 
+def test_broker_execute_defaults_per_mode():
+    assert [BrokerConfig(mode=m).execute for m in ("sync", "async", "async_inpaint")] == [8, 2, 2]
+    assert BrokerConfig(mode="async_inpaint", execute=8).execute == 8
+    with pytest.raises(ValueError, match="execute must be positive"):
+        BrokerConfig(execute=0)
+
+
 def test_broker_sync_waits_for_an_empty_queue_and_executes_a_prefix():
     b = ChunkBroker(BrokerConfig(mode="sync", execute=4), horizon=16, action_dim=2)
     assert b.wants_chunk() and b.request(0) is None
@@ -284,6 +291,7 @@ def test_cli_robot_serve_and_run(policy, tmp_path):
         assert out.returncode == 0, out.stderr[-2000:]
         report = json.loads(out.stdout)
         assert report["summary"]["episodes"] == 2 and report["summary"]["mode"] == "async"
+        assert report["summary"]["execute"] == 2  # the async modes replan every 2 actions by default
         assert all(e["ticks"] == 40 for e in report["episodes"])
         assert 30 < report["summary"]["hz"] < 60
     finally:

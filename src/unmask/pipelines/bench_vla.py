@@ -23,7 +23,7 @@ DELAYS_MS = (0, 50, 100, 200)
 
 
 def run(model: str = "tiny-vla", modes=MODES, delays=DELAYS_MS, episodes: int = 200, hz: float = 50.0,
-        execute: int = 8, progress: bool = True, max_inflight: int = BrokerConfig.max_inflight,
+        execute: int | None = None, progress: bool = True, max_inflight: int = BrokerConfig.max_inflight,
         margin: int = BrokerConfig.margin) -> dict:
     import torch
 
@@ -48,11 +48,12 @@ def run(model: str = "tiny-vla", modes=MODES, delays=DELAYS_MS, episodes: int = 
         results.append({"mode": mode, "delay_ms": delay, "success_rate": float(np.mean([e["success"] for e in eps])),
                         "episodes": episodes, "latency_p50_ms": float(np.percentile(lat, 50)),
                         "latency_p99_ms": float(np.percentile(lat, 99)), "hz": hz * (1 - missed / max(1, ticks)),
+                        "execute": cfg.execute,
                         "missed_ticks": missed, "ticks": ticks})
     if bar is not None:
         bar.close()
     return {"device": f"cpu ({torch.get_num_threads()} threads)", "model": model, "control_hz": hz,
-            "execute": execute, "max_inflight": max_inflight, "margin": margin,
+            "execute": execute if execute is not None else "per mode", "max_inflight": max_inflight, "margin": margin,
             "decode_steps": policy.spec.decode_steps, "results": results}
 
 
@@ -66,10 +67,11 @@ def plot(report: dict, png: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for mode in dict.fromkeys(r["mode"] for r in report["results"]):
         rows = [r for r in report["results"] if r["mode"] == mode]
-        ax.plot([r["delay_ms"] for r in rows], [r["success_rate"] for r in rows], marker="o", label=mode)
+        ax.plot([r["delay_ms"] for r in rows], [r["success_rate"] for r in rows], marker="o",
+                label=f"{mode} (execute {rows[0].get('execute', report['execute'])})")
     n = report["results"][0]["episodes"]
     ax.set(xlabel="injected inference delay (ms)", ylabel="success rate",
-           title=f"{report['model']}, {report['control_hz']:.0f} Hz, execute {report['execute']}, {n} episodes")
+           title=f"{report['model']}, {report['control_hz']:.0f} Hz, {n} episodes")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -78,7 +80,7 @@ def plot(report: dict, png: str | Path) -> None:
 
 
 def main(model: str, as_json: bool, episodes: int, delays, modes, hz: float, plot_path: str | None,
-         max_inflight: int = BrokerConfig.max_inflight, execute: int = 8,
+         max_inflight: int = BrokerConfig.max_inflight, execute: int | None = None,
          margin: int = BrokerConfig.margin) -> dict:
     # the bar goes to stderr; stdout stays JSON
     report = run(model, modes, delays, episodes, hz, execute, progress=True, max_inflight=max_inflight,

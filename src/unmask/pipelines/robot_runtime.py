@@ -184,7 +184,7 @@ def run_episodes(uri: str | None, broker_cfg: BrokerConfig, cfg: RunConfig, seed
             worker.close()
         if server is not None:
             server.stop()
-    summary = {"mode": broker_cfg.mode, "hz_target": cfg.hz, "episodes": len(rows),
+    summary = {"mode": broker_cfg.mode, "execute": broker_cfg.execute, "hz_target": cfg.hz, "episodes": len(rows),
                "success_rate": float(np.mean([r["success"] for r in rows])),
                "hz": float(np.mean([r["hz"] for r in rows])), "missed_ticks": sum(r["missed_ticks"] for r in rows),
                "overruns": sum(r["overruns"] for r in rows), "reconnects": worker.reconnects}
