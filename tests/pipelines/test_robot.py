@@ -265,6 +265,8 @@ def test_bench_vla_quick(policy, tmp_path):
                           "missed_ticks"}
         assert r["episodes"] == 2 and 0 < r["latency_p50_ms"] <= r["latency_p99_ms"]
     by = {(r["mode"], r["delay_ms"]): r for r in report["results"]}
+    assert report["execute"] == "per mode"
+    assert by[("sync", 0)]["execute"] == 8 and by[("async_inpaint", 0)]["execute"] == 2
     # (the async modes' missed ticks depend on this machine's measured compute time; the sync hold does not)
     assert by[("sync", 100)]["missed_ticks"] > 0 and by[("sync", 100)]["hz"] < 50
     plot(report, tmp_path / "vla.png")
