@@ -305,7 +305,7 @@ def test_cli_robot_serve_and_run(policy, tmp_path):
 
 
 def test_shipped_tiny_vla_pushes_the_block_home():
-    """The shipped policy on 40 held-out seeds (the recipe's own evaluation of phase 7 measured 1.0 on 100)."""
+    """The shipped policy on 40 held-out seeds (the recipe's own evaluation of phase 9 measured 1.0 on 100)."""
     from unmask.modalities.action.data import EVAL_SEED
     from unmask.modalities.action.model import load_policy
     from unmask.pipelines.robot import rollout

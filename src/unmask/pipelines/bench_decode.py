@@ -90,9 +90,20 @@ def run_one(gen: TextGenerator, items, policy: tuple[str, dict], cache: str, gen
     }
 
 
+def _whole_steps(gen_length: int, k: int, block_length: int) -> bool:
+    """Whether K tokens per forward split the canvas into whole steps per block (SamplingParams' own rule)."""
+    if k < 1 or gen_length % k:
+        return False
+    try:
+        SamplingParams(gen_length=gen_length, block_length=min(block_length, gen_length), steps=gen_length // k)
+    except ValueError:
+        return False
+    return True
+
+
 def run(model: str, cfg: BenchConfig, policies=None, caches=None, progress: bool = True) -> dict:
     for g in cfg.gen_lengths:
-        bad = [k for k in cfg.fixed_tpf if k < 1 or g % k or (g // k) % (g // min(cfg.block_length, g))]
+        bad = [k for k in cfg.fixed_tpf if not _whole_steps(g, k, cfg.block_length)]
         if bad:
             raise ValueError(f"--fixed-tpf {bad} does not divide gen length {g} into whole steps per block of "
                              f"{min(cfg.block_length, g)}; use powers of two up to the block length")
