@@ -227,6 +227,24 @@ def test_client_holds_safe_action_reconnects_and_continues_after_disconnect_and_
     assert len(res["latencies_ms"]) >= 3  # and got fresh chunks again afterwards
 
 
+def test_replies_to_an_earlier_episode_are_not_taken_for_the_next_ones(policy):
+    # the first episode ends with requests still in flight (150 ms each, one sent every 2 ticks); their replies reach
+    # the worker while the second episode primes its queue. Taken for its own (as they once were), the second
+    # episode started from a chunk planned for the first one's last state, about as soon as it asked
+    server = PolicyServer(policy, port=0, delay_ms=150).start()
+    worker = InferenceWorker([PolicyClient(f"ws://127.0.0.1:{server.port}", timeout_s=2.0) for _ in range(8)])
+    try:
+        runs = [run_episode(worker, seed, BrokerConfig(mode="async_inpaint"), RunConfig(hz=50, max_steps=25),
+                            horizon=16) for seed in (100_000, 100_001)]
+    finally:
+        worker.close()
+        server.stop()
+    for r in runs:
+        assert r["ticks"] == 25 and not r["events"]
+        assert min(r["latencies_ms"]) >= 150, r["latencies_ms"]  # every chunk taken was this episode's reply
+        assert r["delay_ticks"] >= 8  # 150 ms at 50 Hz: arrivals counted in ticks of the loop
+
+
 def test_margin_absorbs_a_reply_slower_than_the_recent_ones():
     # 11 ticks of delay, and every 10th reply 3 ticks later still (a compute spike the recent delays did not show):
     # with 1 tick of margin the queue runs dry at each, with 3 it does not; the larger margin asks more often
