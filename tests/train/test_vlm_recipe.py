@@ -223,3 +223,47 @@ def test_pad_weight_moves_the_loss_towards_the_answers_own_slots(small_vlm_dir):
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="pad_weight"):
             VlmTrainConfig(pad_weight=bad)
+
+
+def test_tower_only_trains_the_tower_through_the_probe_and_nothing_else(tmp_path):
+    """``tower_only``: the probe loss falls, the tower's weights move, the saved backbone is the one the run built
+    (untouched: no forward, no gradient); the option is refused without the token probe."""
+    import pytest
+    import torch
+
+    from unmask.train.vlm import VlmTrainConfig, main
+
+    shape = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "intermediate_size": 64, "vocab_size": 300,
+             "vision_hidden": 32, "vision_layers": 1, "vision_heads": 2, "patch_size": 16, "batch_size": 8,
+             "warmup": 2, "lr": 3e-3, "tokenizer_items": 100, "token_probe": True, "eval_items": 0}
+    first = main(None, {**shape, "out_dir": str(tmp_path / "a"), "tower_only": True, "steps": 1, "save_every": 1})
+    out = main(None, {**shape, "out_dir": str(tmp_path / "b"), "tower_only": True, "steps": 30, "save_every": 30})
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    probe = [r["probe"] for r in log if "probe" in r]
+    assert [r["step"] for r in log if "probe" in r][-1] == 30 and probe[-1] < probe[0]
+    assert not any("loss" in r for r in log)  # no diffusion loss was computed
+    a, b = load_vlm(first), load_vlm(out)
+    same_seed_backbone = all(torch.equal(x, y) for x, y in zip(a.backbone.state_dict().values(),
+                                                                b.backbone.state_dict().values(), strict=True))
+    tower_moved = any(not torch.equal(x, y) for x, y in zip(a.tower.vision.state_dict().values(),
+                                                            b.tower.vision.state_dict().values(), strict=True))
+    assert same_seed_backbone and tower_moved  # 1 step vs 30 steps from the same seed: only the tower differs
+    with pytest.raises(ValueError, match="token_probe"):
+        VlmTrainConfig(tower_only=True)
+    with pytest.raises(ValueError, match="probe_weight"):
+        VlmTrainConfig(tower_only=True, token_probe=True, probe_weight=0.0)
+
+
+def test_where_scaffold_asks_for_the_thing_at_a_cell():
+    """``where`` (training only) asks what is at an occupied cell and answers with the thing's short phrase, the
+    same phrase ``mc`` lists as the right option; recipes accept it by name, evaluation tasks do not include it."""
+    from unmask.modalities.vision.scenes import CELLS, SCAFFOLDS, TASKS
+    from unmask.train.vlm import VlmTrainConfig
+
+    assert "where" in SCAFFOLDS and "where" not in TASKS
+    for i in range(20):
+        item, _ = make_item("where", "train", i)
+        cell = next(c for c in sorted(CELLS, key=len, reverse=True) if item.question == f"what is at the {c}?")
+        thing = next(t for t in item.scene if CELLS[t.cell] == cell)
+        assert item.answer == thing.short()
+    VlmTrainConfig(task_weights={"where": 1.0})

@@ -30,6 +30,10 @@ COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "
 CELLS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 NUMBERS = ("zero", "one", "two", "three", "four", "five")
 TASKS = ("short", "mc", "long")
+SCAFFOLDS = ("where",)
+"""Training-only tasks (``make_item`` writes them; evaluation does not ask them): ``where``, "what is at the top
+left?" answered with the thing's short phrase ("a red circle", "the digit 3"), the lookup by position that ``mc``
+needs before it can match an option and name its letter."""
 SHORT_KINDS = ("color", "count_shape", "count_color", "exists", "digit")
 """The kinds of short question (:func:`question_kind`); a training recipe can draw one kind, e.g. ``short.color``."""
 PROMPT = "<image>\n{question}"
@@ -202,14 +206,19 @@ def _mc(scene: tuple[Thing, ...], rng: random.Random) -> tuple[str, str, tuple[s
     return q, letters[options.index(right)], tuple(options)
 
 
+def _where(scene: tuple[Thing, ...], rng: random.Random) -> tuple[str, str]:
+    t = rng.choice(scene)
+    return f"what is at the {CELLS[t.cell]}?", t.short()
+
+
 def describe(scene: tuple[Thing, ...]) -> str:
     return ". ".join(t.phrase() for t in scene) + "."
 
 
 def make_item(task: str, split: str, index: int) -> tuple[Item, np.ndarray]:
     """Item ``index`` of a task and split, and its image; deterministic in (task, split, index)."""
-    if task not in TASKS:
-        raise ValueError(f"unknown vision task {task!r}; known tasks: {', '.join(TASKS)}")
+    if task not in TASKS and task not in SCAFFOLDS:
+        raise ValueError(f"unknown vision task {task!r}; known tasks: {', '.join(TASKS + SCAFFOLDS)}")
     seed = hash_seed(task, split, index)
     rng = random.Random(seed)
     scene = sample_scene(rng, split)
@@ -218,6 +227,8 @@ def make_item(task: str, split: str, index: int) -> tuple[Item, np.ndarray]:
         q, a = _short(scene, rng)
     elif task == "mc":
         q, a, choices = _mc(scene, rng)
+    elif task == "where":
+        q, a = _where(scene, rng)
     else:
         q, a = "describe the image.", describe(scene)
     image = render(scene, rng)
