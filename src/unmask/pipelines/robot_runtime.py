@@ -99,6 +99,11 @@ class InferenceWorker:
 _EPISODES = itertools.count()
 
 
+def _mean(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+
 def run_episode(worker: InferenceWorker, seed: int, broker_cfg: BrokerConfig, cfg: RunConfig, horizon: int,
                 action_dim: int = 2, observe=None) -> dict:
     """One episode in real time. ``observe(obs, tick)`` may alter what is sent (fault injection in tests).
@@ -166,12 +171,7 @@ def run_episode(worker: InferenceWorker, seed: int, broker_cfg: BrokerConfig, cf
     elapsed = time.perf_counter() - start
     return {"seed": seed, "success": bool(success), "ticks": tick, "missed_ticks": broker.missed,
             "overruns": overruns, "hz": tick / elapsed, "latencies_ms": latencies,
-            "delay_ticks": float(np.mean(delays)) if delays else None, "events": events}
-
-
-def _mean(xs: list) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return float(np.mean(xs)) if xs else None
+            "delay_ticks": _mean(delays), "events": events}
 
 
 def run_episodes(uri: str | None, broker_cfg: BrokerConfig, cfg: RunConfig, seeds, model: str = "tiny-vla",

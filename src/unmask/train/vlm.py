@@ -405,16 +405,15 @@ def train(cfg: VlmTrainConfig) -> Path:
     for step in bar:
         items, images = draw_batch(cfg, step, rng, counters)
         if cfg.tower_only:
-            feats = vlm.tower.features(preprocess(images, vlm.spec.image))
-            loss = probe(feats, [it.scene for it in items])
-            optimizer_step(opt, sched, loss, params)
-            log.step(step, probe=loss.item())
+            loss = probe(vlm.tower.features(preprocess(images, vlm.spec.image)), [it.scene for it in items])
+            logged = {"probe": loss.item()}
         else:
             loss, parts = vlm_loss(vlm, items, images, cfg.max_pad, rng, gen, probe=probe,
                                    probe_weight=cfg.probe_weight, projector_rms=cfg.projector_rms,
                                    projector_weight=cfg.projector_weight, pad_weight=cfg.pad_weight)
-            optimizer_step(opt, sched, loss, params)
-            log.step(step, loss=parts["diffusion"], probe=parts["probe"], image_rms=parts["image_rms"])
+            logged = {"loss": parts["diffusion"], "probe": parts["probe"], "image_rms": parts["image_rms"]}
+        optimizer_step(opt, sched, loss, params)
+        log.step(step, **logged)
         last = step == cfg.steps or step == cfg.stop_after
         if step % cfg.save_every == 0 or last:
             vlm.backbone.eval()
