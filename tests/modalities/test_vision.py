@@ -12,7 +12,16 @@ import torch
 from PIL import Image
 
 from unmask.modalities.vision.image import ImageConfig, ImageError, load_image, preprocess
-from unmask.modalities.vision.scenes import TASKS, digit_indices, long_accuracy, make_item, read_split, write_split
+from unmask.modalities.vision.scenes import (
+    TASKS,
+    attribute_hits,
+    digit_indices,
+    long_accuracy,
+    make_item,
+    parse_clause,
+    read_split,
+    write_split,
+)
 
 
 def _png(img: Image.Image) -> bytes:
@@ -168,3 +177,21 @@ def test_question_kind_reads_every_short_question():
     assert question_kind("short", "how many circles are there?") == "count_shape"
     assert make_item("mc", "test", 0)[0].kind == "mc"
     assert question_kind("short", "what shape is at the top?") == "other"  # a manifest's own wording
+
+
+def test_description_attributes_score_the_parts_of_each_clause():
+    ref = ("a small yellow circle at the left. a large red circle at the right. a small green triangle at the bottom. "
+           "the digit 3 at the bottom right.")
+    pred = ("a large yellow circle at the left. a small green circle at the top left. a green square at the the right. "
+            "the digit 8 at the bottom right. a red square at the left.")
+    # left: kind and colour right, size wrong (the second clause at the left is not read); right: the cell is
+    # misspelt, so nothing there; bottom: not named; bottom right: a digit, the wrong one
+    assert attribute_hits(pred, ref) == {"cell": (2, 4), "kind": (2, 4), "color": (1, 3), "size": (0, 3),
+                                         "digit": (0, 1)}
+    assert parse_clause("a small  circle at the left") == {"cell": "left", "size": "small", "kind": "circle"}
+    assert parse_clause("the digit 7 in the center") == {"cell": "center", "kind": "digit", "digit": "7"}
+    for i in range(20):  # the reference itself scores every attribute of every object
+        item, _ = make_item("long", "test", i)
+        hits = attribute_hits(item.answer, item.answer)
+        assert all(h == n for h, n in hits.values()) and hits["cell"][1] == len(item.scene)
+        assert attribute_hits("", item.answer)["cell"] == (0, len(item.scene))

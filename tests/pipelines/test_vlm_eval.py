@@ -11,7 +11,7 @@ import pytest
 
 from unmask.decoders.pruning import PruneConfig
 from unmask.modalities.vision.scenes import question_kind, read_split, write_split
-from unmask.pipelines.vlm_eval import EvalOptions, VLMEvaluator
+from unmask.pipelines.vlm_eval import SWEEP, EvalOptions, VLMEvaluator
 
 FIELDS = {"task", "prune", "accuracy", "latency_s", "nfe", "visual_tokens"}
 
@@ -37,6 +37,13 @@ def test_every_task_runs_and_reports(small_vlm_dir, manifest):
             assert set(kinds) == {question_kind("short", p["question"]) for p in preds}
         else:
             assert "by_kind" not in row
+        if task == "long":  # the parts of each clause: one count per object and attribute, within [0, 1]
+            objects = sum(len(r["objects"]) for r in records if r["task"] == "long")
+            attrs = row["by_attribute"]
+            assert attrs["cell"]["objects"] == attrs["kind"]["objects"] == objects
+            assert all(0.0 <= a["accuracy"] <= 1.0 for a in attrs.values())
+        else:
+            assert "by_attribute" not in row
     row, _ = ev.run("long", records, PruneConfig.parse("fastv:layer=0,ratio=0.25"), EvalOptions(batch_size=3))
     assert row["prune"].startswith("fastv:layer=0,ratio=0.25") and row["visual_tokens"] == 9
     row, _ = ev.run("short", records, PruneConfig.parse("vtw:layer=1"))
@@ -84,13 +91,15 @@ def test_cli_sweep_json_and_plot(small_vlm_dir, manifest, tmp_path):
                           str(tmp_path), "--json"], capture_output=True, text=True, check=True).stdout
     report = json.loads(out)
     prunes = {r["prune"] for r in report["results"]}
-    assert "none" in prunes and len(prunes) == 8 and all(FIELDS <= set(r) for r in report["results"])
+    settings = 1 + len(SWEEP)  # none, then every pruning setting (fastv, vtw and divprune among them)
+    assert "none" in prunes and len(prunes) == settings and all(FIELDS <= set(r) for r in report["results"])
+    assert {p.split(":")[0] for p in prunes} == {"none", "fastv", "vtw"}
     blind = [r for r in report["results"] if r["images"] == "shuffled"]
     assert [(r["task"], r["prune"]) for r in blind] == [("short", "none"), ("long", "none")]
-    assert sum(r["images"] == "own" for r in report["results"]) == 2 * 8
+    assert sum(r["images"] == "own" for r in report["results"]) == 2 * settings
     assert (tmp_path / "sweep.png").stat().st_size > 10_000
     preds = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
-    assert len(preds) == 2 * 2 * 9 and sum(p["images"] == "shuffled" for p in preds) == 2 * 2
+    assert len(preds) == 2 * 2 * (settings + 1) and sum(p["images"] == "shuffled" for p in preds) == 2 * 2
 
 
 def test_shuffle_images_gives_each_question_another_scene_of_its_task(manifest):

@@ -20,7 +20,7 @@ from ..decoders.pruning import PruneConfig, Pruner
 from ..modalities.text.tokenizer import cut_at_eos
 from ..modalities.vision.image import ImageError, load_image
 from ..modalities.vision.model import VLM, load_vlm
-from ..modalities.vision.scenes import question_kind, score
+from ..modalities.vision.scenes import ATTRIBUTES, attribute_hits, question_kind, score
 
 TASKS = ("short", "mc", "mc_elbo", "long")
 GEN_LENGTH = {"short": 8, "mc": 8, "long": 64}
@@ -85,6 +85,14 @@ class _SettingRun:
                     kinds.setdefault(question_kind(task, p["question"]), []).append(p["score"])
             row["by_kind"] = {k: {"accuracy": round(sum(v) / len(v), 4), "items": len(v)}
                               for k, v in sorted(kinds.items())}
+        if task == "long":  # whole clauses are rare for a small model; which parts of them it gets right
+            hits = {a: [0, 0] for a in ATTRIBUTES}
+            for p in self.preds:
+                if "score" in p:
+                    for a, (h, m) in attribute_hits(p["prediction"], p["answer"]).items():
+                        hits[a][0] += h
+                        hits[a][1] += m
+            row["by_attribute"] = {a: {"accuracy": round(h / m, 4), "objects": m} for a, (h, m) in hits.items() if m}
         return row
 
 

@@ -248,6 +248,58 @@ def long_accuracy(prediction: str, answer: str) -> float:
     return sum(c in got for c in ref) / max(1, len(ref))
 
 
+def parse_clause(clause: str) -> dict[str, str]:
+    """The fields a description clause states (``cell``, ``kind``, ``color``, ``size``, ``digit``), read word by
+    word, so a malformed clause ("a small  circle at the left") still gives the fields it has."""
+    clause = clause.strip().lower()
+    fields: dict[str, str] = {}
+    if clause.endswith(" in the center") or clause == "in the center":
+        fields["cell"], body = "center", clause[: -len("in the center")]
+    elif " at the " in clause:
+        body, cell = clause.rsplit(" at the ", 1)
+        if cell in CELLS:
+            fields["cell"] = cell
+    else:
+        body = clause
+    words = body.split()
+    for w in words:
+        if w in SHAPES:
+            fields["kind"] = w
+        elif w in COLORS:
+            fields["color"] = w
+        elif w in ("small", "large"):
+            fields["size"] = w
+    if "digit" in words:
+        fields["kind"] = "digit"
+        i = words.index("digit")
+        if i + 1 < len(words) and words[i + 1].isdigit():
+            fields["digit"] = words[i + 1]
+    return fields
+
+
+ATTRIBUTES = ("cell", "kind", "color", "size", "digit")
+
+
+def attribute_hits(prediction: str, answer: str) -> dict[str, tuple[int, int]]:
+    """Per attribute, (reference objects whose attribute the prediction states at the object's cell, reference
+    objects that have the attribute): ``cell`` counts objects whose cell the prediction names at all; the others
+    compare the first predicted clause at that cell (none there: a miss). The partial credit beside
+    :func:`long_accuracy`'s whole-clause matches."""
+    ref = [parse_clause(c) for c in answer.strip().rstrip(".").split(".") if c.strip()]
+    at: dict[str, dict[str, str]] = {}
+    for c in prediction.strip().rstrip(".").split("."):
+        f = parse_clause(c)
+        if "cell" in f:
+            at.setdefault(f["cell"], f)
+    hits = {a: [0, 0] for a in ATTRIBUTES}
+    for r in ref:
+        got = at.get(r.get("cell", ""), {})
+        for a, v in r.items():
+            hits[a][1] += 1
+            hits[a][0] += int(got.get(a) == v)
+    return {a: (h, n) for a, (h, n) in hits.items()}
+
+
 def score(task: str, prediction: str, answer: str) -> float:
     """1/0 exact match for short and multiple-choice answers; clause recall for descriptions."""
     if task == "long":
