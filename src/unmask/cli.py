@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tasks", default="short,mc,long", help="comma-separated subset of short,mc,mc_elbo,long")
     ev.add_argument("--data", default=None, help="manifest JSONL from `unmask data vision` (default: shipped sample)")
     ev.add_argument("--prune", default="none", help="none | fastv:layer=K,ratio=R[,schedule=first|late|progressive,"
-                    "start=S,ramp=N] | vtw:layer=K")
+                    "start=S,ramp=N] | divprune:layer=K,ratio=R[,...] | vtw:layer=K")
     ev.add_argument("--sweep", action="store_true", help="every task unpruned and under each pruning setting, plotted")
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--policy", default="low_confidence")

@@ -91,6 +91,28 @@ def test_fastv_ranks_by_attention_and_vtw_drops_all():
     assert not (canvas.visual_kept & canvas.visual).any()
 
 
+def test_divprune_keeps_one_of_each_group_of_copies():
+    """Max-min diversity: of 4 groups of 4 identical rows, 4 kept columns are one per group, whatever FastV's
+    attention would say; in a decode it keeps the ratio, and at ratio 1 it is the unpruned run."""
+    from unmask.core.backbones.transformer import _max_min_diverse
+
+    gen = torch.Generator().manual_seed(3)
+    centres = torch.randn(4, 16, generator=gen)
+    h = centres.repeat_interleave(4, dim=0) + 1e-4 * torch.randn(16, 16, generator=gen)
+    candidates = torch.ones(18, dtype=torch.bool)
+    candidates[[0, 17]] = False  # columns 1..16 are the image
+    cols = _max_min_diverse(torch.cat([torch.zeros(1, 16), h, torch.zeros(1, 16)]), candidates, 4)
+    assert sorted(((cols - 1) // 4).tolist()) == [0, 1, 2, 3] and bool(candidates[cols].all())
+    assert len(_max_min_diverse(h, torch.ones(16, dtype=torch.bool), 40)) == 16
+    runner = _runner()
+    got, canvas = _decode(runner, "divprune:layer=1,ratio=0.25")
+    assert (canvas.visual_kept & canvas.visual).sum(1).tolist() == [3, 3, 3] and not (got.tokens == MASK_ID).any()
+    got, _ = _decode(runner, "divprune:layer=0,ratio=1.0", cache="dual", block=8)
+    ref, _ = _decode(runner, None, cache="dual", block=8)
+    assert torch.equal(ref.tokens, got.tokens)
+    assert PruneConfig.parse("divprune:layer=0,ratio=0.5").name == "divprune:layer=0,ratio=0.5,schedule=first"
+
+
 def test_late_schedule_prunes_only_from_start():
     runner = _runner()
     _decode(runner, "fastv:layer=1,ratio=0.5,schedule=late,start=3", batch=1)

@@ -93,7 +93,7 @@ def test_cli_sweep_json_and_plot(small_vlm_dir, manifest, tmp_path):
     prunes = {r["prune"] for r in report["results"]}
     settings = 1 + len(SWEEP)  # none, then every pruning setting (fastv, vtw and divprune among them)
     assert "none" in prunes and len(prunes) == settings and all(FIELDS <= set(r) for r in report["results"])
-    assert {p.split(":")[0] for p in prunes} == {"none", "fastv", "vtw"}
+    assert {p.split(":")[0] for p in prunes} == {"none", "fastv", "vtw", "divprune"}
     blind = [r for r in report["results"] if r["images"] == "shuffled"]
     assert [(r["task"], r["prune"]) for r in blind] == [("short", "none"), ("long", "none")]
     assert sum(r["images"] == "own" for r in report["results"]) == 2 * settings

@@ -2,7 +2,10 @@
 
 * ``fastv``: at layer K, rank the image tokens by the attention they receive from text and canvas positions and keep
   the best ``ratio`` of them in every later layer (FastV, arXiv 2403.06764);
-* ``vtw``: drop every image token after layer K (visual-token withdrawal, arXiv 2405.05803).
+* ``vtw``: drop every image token after layer K (visual-token withdrawal, arXiv 2405.05803);
+* ``divprune``: at layer K, keep the ``ratio`` of image tokens whose hidden states differ most from each other
+  (greedy max-min cosine distance; DivPrune, arXiv 2503.02175), where attention ranking keeps many near-copies of the
+  same patch content (a scene's 16 tokens of one grid cell).
 
 Schedules say *when* the ranking is made, in forward passes of the decode: ``first`` ranks at the first forward (all
 canvas slots still masked) and keeps that set; ``late`` runs unpruned until forward ``start`` and ranks there, when the
@@ -23,18 +26,19 @@ import torch
 from ..core.backbones.transformer import PruneRequest
 from .canvas import Canvas
 
-METHODS = ("fastv", "vtw")
+METHODS = ("fastv", "vtw", "divprune")
 SCHEDULES = ("first", "late", "progressive")
 
 
 @dataclass(frozen=True)
 class PruneConfig:
     method: str = "fastv"
-    """``fastv`` (keep the top ``ratio`` by attention) or ``vtw`` (keep none)."""
+    """``fastv`` (keep the top ``ratio`` by attention), ``divprune`` (keep the most diverse ``ratio``) or ``vtw``
+    (keep none)."""
     layer: int = 1
     """K: image tokens are ranked at this layer and dropped from every later one."""
     ratio: float = 0.25
-    """Share of image tokens kept (fastv)."""
+    """Share of image tokens kept (fastv, divprune)."""
     schedule: str = "first"
     """When the ranking is made: ``first``, ``late`` or ``progressive``."""
     start: int = 2
@@ -59,11 +63,12 @@ class PruneConfig:
             return f"vtw:layer={self.layer}" + ("" if self.schedule == "first" else
                                                 f",schedule={self.schedule},start={self.start}")
         tail = {"first": "", "late": f",start={self.start}", "progressive": f",start={self.start},ramp={self.ramp}"}
-        return f"fastv:layer={self.layer},ratio={self.ratio:g},schedule={self.schedule}{tail[self.schedule]}"
+        return f"{self.method}:layer={self.layer},ratio={self.ratio:g},schedule={self.schedule}{tail[self.schedule]}"
 
     @classmethod
     def parse(cls, spec: str) -> PruneConfig | None:
-        """``none`` | ``fastv[:k=v,...]`` | ``vtw[:k=v,...]`` (keys: layer, ratio, schedule, start, ramp)."""
+        """``none`` | ``fastv[:k=v,...]`` | ``divprune[:k=v,...]`` | ``vtw[:k=v,...]`` (keys: layer, ratio, schedule,
+        start, ramp)."""
         spec = spec.strip()
         if spec in ("", "none"):
             return None
@@ -126,7 +131,7 @@ class Pruner:
         queries = sel(canvas.key_mask[:, c0:c1]) & ~visual
         past_alive, fixed = None, None
         if rank:
-            keep = round(ratio * n_vis) if self.config.method == "fastv" else 0
+            keep = 0 if self.config.method == "vtw" else round(ratio * n_vis)
         else:  # reuse the set ranked earlier: this forward's columns as kept there, cached ones hidden after K
             keep = n_vis
             fixed = torch.ones(canvas.batch_size, n, dtype=torch.bool, device=dev)
@@ -138,7 +143,8 @@ class Pruner:
                 alive[:, :p] = kept
                 past_alive = sel(alive)[:, past_cols]
         self.stats["pruned_forwards"] += 1
-        return PruneRequest(self.config.layer, visual, queries, keep, fixed=fixed, past_alive=past_alive)
+        return PruneRequest(self.config.layer, visual, queries, keep, fixed=fixed, past_alive=past_alive,
+                            diverse=self.config.method == "divprune")
 
     def update(self, req: PruneRequest | None, canvas: Canvas, rows: torch.Tensor | None, c0: int) -> None:
         """Record on the canvas the columns a ranking forward kept (only full forwards over the prefix rank)."""

@@ -26,7 +26,7 @@ TASKS = ("short", "mc", "mc_elbo", "long")
 GEN_LENGTH = {"short": 8, "mc": 8, "long": 64}
 SWEEP = ("fastv:layer=1,ratio=0.5", "fastv:layer=1,ratio=0.25", "fastv:layer=1,ratio=0.25,schedule=late,start=4",
          "fastv:layer=1,ratio=0.25,schedule=progressive,start=0,ramp=8", "fastv:layer=0,ratio=0.25", "vtw:layer=2",
-         "vtw:layer=1")
+         "vtw:layer=1", "divprune:layer=1,ratio=0.25", "divprune:layer=0,ratio=0.5")
 """Pruning settings of ``--sweep`` (besides ``none``); the tiny model has 4 layers, so K=1 prunes layers 2 and 3."""
 
 

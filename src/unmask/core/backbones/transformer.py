@@ -99,9 +99,11 @@ class PruneRequest:
 
     Either ``fixed`` names the columns to keep (a ranking made earlier, reused), or the forward ranks the
     ``prunable`` columns by the attention they receive from the ``queries`` columns at ``layer`` (mean over heads
-    and queries) and keeps the ``keep`` best of each row. Kept columns are gathered, so later layers really run
-    on fewer positions; their rotary positions travel with them, so nothing shifts. ``past_alive`` (``[B, Lp]``)
-    hides cached columns that an earlier pruned forward dropped, in the layers after ``layer``.
+    and queries) and keeps the ``keep`` best of each row, or, with ``diverse``, keeps ``keep`` columns whose hidden
+    states at ``layer`` are as unlike each other as it can find (greedy max-min cosine distance). Kept columns are
+    gathered, so later layers really run on fewer positions; their rotary positions travel with them, so nothing
+    shifts. ``past_alive`` (``[B, Lp]``) hides cached columns that an earlier pruned forward dropped, in the layers
+    after ``layer``.
     """
 
     layer: int
@@ -111,6 +113,7 @@ class PruneRequest:
     fixed: torch.Tensor | None = None  # [B, L] bool: keep exactly these (row counts equal)
     past_alive: torch.Tensor | None = None  # [B, Lp] bool
     kept: torch.Tensor | None = None  # out: [B, L] bool, the columns later layers saw
+    diverse: bool = False
 
 
 class Block(nn.Module):
@@ -255,6 +258,10 @@ class Transformer(nn.Module):
         b, n, _ = x.shape
         if prune.fixed is not None:
             keep = prune.fixed
+        elif prune.diverse:
+            keep = ~prune.prunable
+            for row in range(b):
+                keep[row, _max_min_diverse(layer.attn_norm(x[row]), prune.prunable[row], prune.keep)] = True
         else:
             q, k, _ = layer.qkv(layer.attn_norm(x), cos, sin)  # [B, H, L, hd], [B, Hkv, L, hd]
             if k.shape[1] != q.shape[1]:
@@ -282,6 +289,28 @@ class Transformer(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def _max_min_diverse(h: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
+    """Columns of ``k`` candidates chosen greedily for the largest smallest cosine distance between any two
+    (DivPrune, arXiv 2503.02175): first the candidate least like its nearest other one, then each time the one
+    farthest from everything chosen so far. ``h`` ``[L, D]``, ``candidates`` ``[L]`` bool."""
+    cols = candidates.nonzero()[:, 0]
+    k = min(k, len(cols))
+    if k == 0:
+        return cols[:0]
+    f = torch.nn.functional.normalize(h[cols].float(), dim=-1)
+    sim = f @ f.T  # [N, N]
+    nearest = sim.fill_diagonal_(-2.0).max(1).values
+    chosen = [int(nearest.argmin())]
+    closest = sim[chosen[0]].clone()  # each candidate's largest similarity to the chosen set
+    closest[chosen[0]] = float("inf")
+    for _ in range(k - 1):
+        j = int(closest.argmin())
+        chosen.append(j)
+        closest = torch.maximum(closest, sim[j])
+        closest[chosen] = float("inf")
+    return cols[torch.tensor(sorted(chosen), device=cols.device)]
 
 
 def _scatter_kv(kv: KV, idx: torch.Tensor, n: int) -> KV:
