@@ -1,5 +1,5 @@
 """The shipped ``tiny-vlm``: it loads from the package, reads the image where it has learnt to (colour questions, and
-the cells, shapes and colours its descriptions state: right far more often with the scene's own image than with
+the cells and colours its descriptions state: right far more often with the scene's own image than with
 another scene's), and keeps its measured accuracy on the shipped held-out sample."""
 
 from __future__ import annotations
