@@ -241,10 +241,14 @@ def hash_seed(task: str, split: str, index: int) -> int:
     return zlib.crc32(f"{split}/{task}/{index}".encode()) * 1_000_003 + index
 
 
+def _clauses(description: str) -> list[str]:
+    return [c.strip() for c in description.strip().rstrip(".").split(".") if c.strip()]
+
+
 def long_accuracy(prediction: str, answer: str) -> float:
     """Share of the reference's object clauses that the prediction states word for word."""
-    ref = [c.strip() for c in answer.strip().rstrip(".").split(".") if c.strip()]
-    got = {c.strip() for c in prediction.strip().rstrip(".").split(".") if c.strip()}
+    ref = _clauses(answer)
+    got = set(_clauses(prediction))
     return sum(c in got for c in ref) / max(1, len(ref))
 
 
@@ -285,9 +289,9 @@ def attribute_hits(prediction: str, answer: str) -> dict[str, tuple[int, int]]:
     objects that have the attribute): ``cell`` counts objects whose cell the prediction names at all; the others
     compare the first predicted clause at that cell (none there: a miss). The partial credit beside
     :func:`long_accuracy`'s whole-clause matches."""
-    ref = [parse_clause(c) for c in answer.strip().rstrip(".").split(".") if c.strip()]
+    ref = [parse_clause(c) for c in _clauses(answer)]
     at: dict[str, dict[str, str]] = {}
-    for c in prediction.strip().rstrip(".").split("."):
+    for c in _clauses(prediction):
         f = parse_clause(c)
         if "cell" in f:
             at.setdefault(f["cell"], f)
