@@ -249,7 +249,7 @@ def cmd_eval_vlm(args: argparse.Namespace) -> int:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise SystemExit(f"unknown task(s) {unknown}; known: {', '.join(TASKS)}")
-    prunes = ["none", *SWEEP] if args.sweep else [args.prune]
+    prunes = ["none", *SWEEP] if args.sweep else (args.prune or ["none"])
     opts = EvalOptions(policy=args.policy, tokens_per_step=args.tokens_per_step, cache=args.cache,
                        batch_size=args.batch_size, elbo_samples=args.elbo_samples)
     report = evaluate(args.model, tasks, args.data, prunes, opts, args.limit, args.out, args.device, args.blind)
@@ -339,8 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default="tiny-vlm")
     ev.add_argument("--tasks", default="short,mc,long", help="comma-separated subset of short,mc,mc_elbo,long")
     ev.add_argument("--data", default=None, help="manifest JSONL from `unmask data vision` (default: shipped sample)")
-    ev.add_argument("--prune", default="none", help="none | fastv:layer=K,ratio=R[,schedule=first|late|progressive,"
-                    "start=S,ramp=N] | divprune:layer=K,ratio=R[,...] | vtw:layer=K")
+    ev.add_argument("--prune", action="append", default=None,
+                    help="none | fastv:layer=K,ratio=R[,schedule=first|late|progressive,start=S,ramp=N] | "
+                    "divprune:layer=K,ratio=R[,...] | vtw:layer=K; repeat it to compare settings side by side "
+                    "(each batch decoded under every one in turn, as --sweep does)")
     ev.add_argument("--sweep", action="store_true", help="every task unpruned and under each pruning setting, plotted")
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--policy", default="low_confidence")

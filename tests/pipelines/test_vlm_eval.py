@@ -102,6 +102,17 @@ def test_cli_sweep_json_and_plot(small_vlm_dir, manifest, tmp_path):
     assert len(preds) == 2 * 2 * (settings + 1) and sum(p["images"] == "shuffled" for p in preds) == 2 * 2
 
 
+def test_cli_repeated_prune_compares_settings_side_by_side(small_vlm_dir, manifest, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "unmask.cli", "eval-vlm", "--model", str(small_vlm_dir), "--data",
+                          str(manifest), "--tasks", "long", "--prune", "none", "--prune",
+                          "divprune:layer=0,ratio=0.5", "--limit", "2", "--out", str(tmp_path), "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = json.loads(out)["results"]
+    assert [(r["task"], r["prune"]) for r in rows] == [("long", "none"), ("long", "divprune:layer=0,ratio=0.5,"
+                                                                             "schedule=first")]
+    assert rows[0]["visual_tokens"] == 36 and rows[1]["visual_tokens"] == 18 and "plot" not in json.loads(out)
+
+
 def test_shuffle_images_gives_each_question_another_scene_of_its_task(manifest):
     from unmask.pipelines.vlm_eval import shuffle_images
 
