@@ -267,3 +267,49 @@ def test_where_scaffold_asks_for_the_thing_at_a_cell():
         thing = next(t for t in item.scene if CELLS[t.cell] == cell)
         assert item.answer == thing.short()
     VlmTrainConfig(task_weights={"where": 1.0})
+
+
+def test_pruned_steps_train_on_the_tokens_that_pruning_keeps(small_vlm_dir, tmp_path):
+    """``prune_share``/``prune_settings``: a pruned step's layers after K see the text, the canvas and round(ratio x N)
+    image tokens; keeping them all gives the unpruned loss; a run whose every step keeps them all ends with the
+    weights of an unpruned run (the data drawn do not depend on the pruning), one that withdraws them does not;
+    settings a run cannot use are named."""
+    import random
+
+    import pytest
+    import torch
+
+    from unmask.decoders.pruning import PruneConfig
+    from unmask.train.vlm import VlmTrainConfig, main, vlm_loss
+
+    vlm = load_vlm(small_vlm_dir)
+    items, images = zip(*[make_item("long", "train", i) for i in range(4)], strict=True)
+    seen: list[int] = []
+    vlm.backbone.layers[1].register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[1]))
+    losses = []
+    for spec in ("none", "fastv:layer=0,ratio=0.25", "fastv:layer=0,ratio=1.0"):
+        with torch.no_grad():
+            losses.append(vlm_loss(vlm, list(items), list(images), 4, random.Random(0),
+                                   torch.Generator().manual_seed(0), prune=PruneConfig.parse(spec))[0].item())
+    n_vis = (96 // 16) ** 2
+    assert seen[0] - seen[1] == n_vis - round(0.25 * n_vis) and seen[2] == seen[0]
+    assert losses[1] != losses[0] and abs(losses[2] - losses[0]) < 1e-5
+
+    base = {"init_from": str(small_vlm_dir), "hidden_size": 32, "num_layers": 4, "num_heads": 2,
+            "intermediate_size": 64, "steps": 3, "batch_size": 4, "warmup": 1, "save_every": 3, "lr": 3e-3,
+            "probe_weight": 0.0, "eval_items": 0}
+    runs = {}
+    for name, extra in {"plain": {}, "all_kept": {"prune_share": 1.0, "prune_settings": ["fastv:layer=0,ratio=1.0"]},
+                        "withdrawn": {"prune_share": 1.0, "prune_settings": ["vtw:layer=0"]}}.items():
+        out = main(None, {**base, **extra, "out_dir": str(tmp_path / name)})
+        runs[name] = load_vlm(out).backbone.state_dict()
+    diff = {n: max((runs[n][k].float() - runs["plain"][k].float()).abs().max().item() for k in runs["plain"])
+            for n in ("all_kept", "withdrawn")}
+    assert diff["all_kept"] < 1e-3 < diff["withdrawn"], diff
+
+    with pytest.raises(ValueError, match="prune_share > 0 needs prune_settings"):
+        VlmTrainConfig(prune_share=0.5)
+    with pytest.raises(ValueError, match=r"'vtw:layer=4' must prune after a layer of the backbone's 4"):
+        VlmTrainConfig(prune_share=0.5, prune_settings=["vtw:layer=4"])
+    with pytest.raises(ValueError, match="prune method 'fast' is unknown"):
+        VlmTrainConfig(prune_share=0.5, prune_settings=["fast:layer=0"])

@@ -18,6 +18,7 @@ from torch import nn
 from ..core.backbones import BackboneInfo
 from ..core.config import config_to_dict
 from ..decoders import Canvas, ModelRunner
+from ..decoders.pruning import PruneConfig, Pruner
 from ..modalities.text.tokenizer import train_bpe
 from ..modalities.vision.image import ImageConfig, preprocess
 from ..modalities.vision.model import VLM, Projector, VisionSpec, VisionTower, load_vlm, save_vlm, siglip_config
@@ -107,6 +108,12 @@ class VlmTrainConfig(BackboneRecipe):
     mixed batch a one-word answer shares its row with ~50 EOS slots laid out for the descriptions: the short and
     multiple-choice answers' tokens are 1.4% of the canvas slots (mean of 40 batches of the default mix, 1.0-2.4%),
     and so of the masked ones in expectation (the same reason LLaVA groups its batches by length)."""
+    prune_share: float = 0.0
+    """Share of steps whose backbone forward is pruned as a decode under one of ``prune_settings`` would be (the same
+    :class:`~unmask.decoders.pruning.Pruner` ranking, on the step's noisy canvas), so that the model learns to read
+    the image from the tokens that pruning keeps; the other steps see every token. 0 trains unpruned."""
+    prune_settings: list = field(default_factory=list)
+    """``--prune`` specs (``fastv:layer=0,ratio=0.25``), one drawn uniformly for each pruned step."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -135,6 +142,15 @@ class VlmTrainConfig(BackboneRecipe):
         if self.tower_only and not (self.probe_weight > 0 and self.token_probe):
             raise ValueError("tower_only trains the tower through the token probe alone: set probe_weight > 0 and "
                              "token_probe: true")
+        if not 0.0 <= self.prune_share <= 1.0:
+            raise ValueError(f"prune_share must be in [0, 1], got {self.prune_share}")
+        if self.prune_share > 0 and not self.prune_settings:
+            raise ValueError("prune_share > 0 needs prune_settings, e.g. ['fastv:layer=0,ratio=0.25']")
+        for spec in self.prune_settings:
+            prune = PruneConfig.parse(spec)
+            if prune is None or prune.layer >= self.num_layers:
+                raise ValueError(f"prune_settings: {spec!r} must prune after a layer of the backbone's "
+                                 f"{self.num_layers} (0..{self.num_layers - 1})")
         if SIZE % self.patch_size:
             raise ValueError(f"patch_size {self.patch_size} must divide the image size {SIZE}")
 
@@ -261,8 +277,8 @@ def probe_projector(tower: VisionTower, hidden: int, scenes: int, seed: int = 0,
 
 def vlm_loss(vlm: VLM, items: list, images: list[np.ndarray], max_pad: int, rng: random.Random,
              gen: torch.Generator, t_min: float = 0.05, probe: CellProbe | None = None, probe_weight: float = 1.0,
-             projector_rms: float | None = None, projector_weight: float = 10.0, pad_weight: float = 1.0
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+             projector_rms: float | None = None, projector_weight: float = 10.0, pad_weight: float = 1.0,
+             prune: PruneConfig | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """(diffusion loss + ``probe_weight`` x probe loss + ``projector_weight`` x the mean squared excess of each image
     token's per-dimension RMS over ``projector_rms``; the parts for the log: ``diffusion``, ``probe`` (unweighted)
     and ``image_rms``, the image tokens' mean per-dimension RMS). ``pad_weight``: the weight of padding slots
@@ -285,7 +301,8 @@ def vlm_loss(vlm: VLM, items: list, images: list[np.ndarray], max_pad: int, rng:
                           pad_id=tok.pad_id, init_tokens=list(noisy))  # laid out exactly as at decoding time
     p = canvas.prefix_len
     x = ModelRunner(vlm.backbone, vlm.info).embed(canvas, None, 0, canvas.tokens.shape[1])  # decoding's own inputs
-    h = vlm.backbone(inputs_embeds=x, position_ids=canvas.positions, key_mask=canvas.key_mask)
+    req = None if prune is None else Pruner(prune).request(canvas, None, 0, canvas.tokens.shape[1])
+    h = vlm.backbone(inputs_embeds=x, position_ids=canvas.positions, key_mask=canvas.key_mask, prune=req)
     logits = vlm.backbone.logits(h[:, p:])
     own = torch.arange(g)[None] < torch.tensor([len(a) for a in answers])[:, None]  # answer + its EOS, not padding
     w = torch.where(own, 1.0, pad_weight)[masked]
@@ -392,6 +409,8 @@ def train(cfg: VlmTrainConfig) -> Path:
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     counters: dict[str, int] = {}
+    prunes = [PruneConfig.parse(spec) for spec in cfg.prune_settings]
+    prune_rng = random.Random(cfg.seed + 1)  # its own stream: the data drawn does not depend on the pruning
     from tqdm import tqdm
 
     vlm.backbone.train()
@@ -408,9 +427,10 @@ def train(cfg: VlmTrainConfig) -> Path:
             loss = probe(vlm.tower.features(preprocess(images, vlm.spec.image)), [it.scene for it in items])
             logged = {"probe": loss.item()}
         else:
+            prune = prune_rng.choice(prunes) if prune_rng.random() < cfg.prune_share else None
             loss, parts = vlm_loss(vlm, items, images, cfg.max_pad, rng, gen, probe=probe,
                                    probe_weight=cfg.probe_weight, projector_rms=cfg.projector_rms,
-                                   projector_weight=cfg.projector_weight, pad_weight=cfg.pad_weight)
+                                   projector_weight=cfg.projector_weight, pad_weight=cfg.pad_weight, prune=prune)
             logged = {"loss": parts["diffusion"], "probe": parts["probe"], "image_rms": parts["image_rms"]}
         optimizer_step(opt, sched, loss, params)
         log.step(step, **logged)
