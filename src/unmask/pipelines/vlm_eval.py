@@ -25,8 +25,9 @@ from ..modalities.vision.scenes import ATTRIBUTES, attribute_hits, question_kind
 TASKS = ("short", "mc", "mc_elbo", "long")
 GEN_LENGTH = {"short": 8, "mc": 8, "long": 64}
 SWEEP = ("fastv:layer=1,ratio=0.5", "fastv:layer=1,ratio=0.25", "fastv:layer=1,ratio=0.25,schedule=late,start=4",
-         "fastv:layer=1,ratio=0.25,schedule=progressive,start=0,ramp=8", "fastv:layer=0,ratio=0.25", "vtw:layer=2",
-         "vtw:layer=1", "divprune:layer=1,ratio=0.25", "divprune:layer=0,ratio=0.5")
+         "fastv:layer=1,ratio=0.25,schedule=progressive,start=0,ramp=8", "fastv:layer=0,ratio=0.25",
+         "fastv:layer=0,ratio=0.3", "fastv:layer=0,ratio=0.35", "vtw:layer=2", "vtw:layer=1",
+         "divprune:layer=1,ratio=0.25", "divprune:layer=0,ratio=0.25")
 """Pruning settings of ``--sweep`` (besides ``none``); the tiny model has 4 layers, so K=1 prunes layers 2 and 3."""
 
 
@@ -267,7 +268,8 @@ def plot_sweep(report: dict, png: str | Path) -> Path:
 
     tasks = list(dict.fromkeys(r["task"] for r in report["results"]))
     settings = list(dict.fromkeys(r["prune"] for r in report["results"]))
-    colors = plt.get_cmap("tab10")
+    colors = plt.get_cmap("tab20")  # one colour per setting (a sweep has 12), one marker per method
+    markers = {"none": "*", "fastv": "o", "vtw": "s", "divprune": "^"}
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4.6), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for r in (r for r in report["results"] if r["task"] == task and r["accuracy"] is not None):
@@ -275,8 +277,8 @@ def plot_sweep(report: dict, png: str | Path) -> Path:
                 ax.axhline(r["accuracy"], color="grey", ls="--", lw=1, label="none, shuffled images")
                 continue
             k = settings.index(r["prune"])
-            ax.scatter(r["latency_s"], r["accuracy"], marker="*" if r["prune"] == "none" else "o", s=70,
-                       color=colors(k % 10), label=r["prune"])
+            ax.scatter(r["latency_s"], r["accuracy"], marker=markers.get(r["prune"].partition(":")[0], "o"), s=70,
+                       color=colors(k % 20), label=r["prune"])
         ax.set_title(task)
         ax.set_xlabel("latency per batch (s)")
         ax.set_ylabel("accuracy")
