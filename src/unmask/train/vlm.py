@@ -111,7 +111,8 @@ class VlmTrainConfig(BackboneRecipe):
     prune_share: float = 0.0
     """Share of steps whose backbone forward is pruned as a decode under one of ``prune_settings`` would be (the same
     :class:`~unmask.decoders.pruning.Pruner` ranking, on the step's noisy canvas), so that the model learns to read
-    the image from the tokens that pruning keeps; the other steps see every token. 0 trains unpruned."""
+    the image from the tokens that pruning keeps; the other steps see every token. 0 trains unpruned. A step is the
+    decode's first forward, so a ``late`` or ``progressive`` setting whose ``start`` is above 0 prunes nothing."""
     prune_settings: list = field(default_factory=list)
     """``--prune`` specs (``fastv:layer=0,ratio=0.25``), one drawn uniformly for each pruned step."""
 
