@@ -147,13 +147,17 @@ class VlmTrainConfig(BackboneRecipe):
             raise ValueError(f"prune_share must be in [0, 1], got {self.prune_share}")
         if self.prune_share > 0 and not self.prune_settings:
             raise ValueError("prune_share > 0 needs prune_settings, e.g. ['fastv:layer=0,ratio=0.25']")
-        for spec in self.prune_settings:
-            prune = PruneConfig.parse(spec)
+        for spec, prune in zip(self.prune_settings, self.prunes, strict=True):
             if prune is None or prune.layer >= self.num_layers:
                 raise ValueError(f"prune_settings: {spec!r} must prune after a layer of the backbone's "
                                  f"{self.num_layers} (0..{self.num_layers - 1})")
         if SIZE % self.patch_size:
             raise ValueError(f"patch_size {self.patch_size} must divide the image size {SIZE}")
+
+    @property
+    def prunes(self) -> list[PruneConfig | None]:
+        """``prune_settings`` parsed."""
+        return [PruneConfig.parse(spec) for spec in self.prune_settings]
 
     @property
     def stages(self) -> list[dict]:
@@ -410,7 +414,7 @@ def train(cfg: VlmTrainConfig) -> Path:
     rng = random.Random(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     counters: dict[str, int] = {}
-    prunes = [PruneConfig.parse(spec) for spec in cfg.prune_settings]
+    prunes = cfg.prunes
     prune_rng = random.Random(cfg.seed + 1)  # its own stream: the data drawn does not depend on the pruning
     from tqdm import tqdm
 
